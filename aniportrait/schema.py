@@ -1,0 +1,168 @@
+"""Typed records that travel through every stage of the build.
+
+A :class:`ClipRecord` is what a dataset's metadata says about one clip (immutable). A
+:class:`ClipState` is that record plus what the stages found out so far (status, error,
+paths in the work area, measured frames and duration). Both round-trip through plain
+dicts (``to_dict``/``from_dict``) so Ray can move them between processes as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aniportrait.ids import is_safe_id
+
+#: Clip status values written to the manifest.
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CropSpec:
+    """A crop window as the dataset's metadata states it.
+
+    ``kind`` is ``"pixels"`` (box in pixels of a reference frame of ``ref_width`` x
+    ``ref_height``; either may be ``None`` when the metadata gives only one side, then
+    the other side scales by the same factor) or ``"normalized"`` (box in [0, 1] of the
+    frame). ``expand`` grows a normalised box on every side before use and ``square``
+    shrinks it to a centred square (CelebV-HQ's own rules).
+    """
+
+    kind: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    ref_width: float | None = None
+    ref_height: float | None = None
+    expand: float = 0.0
+    square: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("pixels", "normalized"):
+            raise ValueError(f"unknown crop kind {self.kind!r}")
+        if not (self.x1 > self.x0 and self.y1 > self.y0):
+            raise ValueError(f"empty crop box {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CropSpec:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRecord:
+    """One clip as described by a dataset's official metadata.
+
+    Time spans are seconds in the source video (``start_s`` inclusive, ``end_s``
+    exclusive). Frame spans (VFHQ) are source frame indices, ``start_frame`` inclusive,
+    ``end_frame`` exclusive, at ``source_fps``; the clip stage turns them into times.
+    """
+
+    dataset: str
+    clip_id: str
+    source_id: str
+    source_url: str | None
+    mirror_names: tuple[str, ...]
+    start_s: float | None = None
+    end_s: float | None = None
+    start_frame: int | None = None
+    end_frame: int | None = None
+    source_fps: float | None = None
+    crop: CropSpec | None = None
+    expect_audio: bool = True
+    max_height: int | None = None
+    split: str = "train"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("clip_id", "source_id"):
+            value = getattr(self, name)
+            if not is_safe_id(value):
+                raise ValueError(f"{name} {value!r} is not filesystem-safe; build it with safe_id()")
+        has_time = self.start_s is not None and self.end_s is not None
+        has_frames = self.start_frame is not None and self.end_frame is not None
+        if has_time == has_frames:
+            raise ValueError(f"clip {self.clip_id}: give exactly one of a time span or a frame span")
+        if has_time and not self.end_s > self.start_s:  # type: ignore[operator]
+            raise ValueError(f"clip {self.clip_id}: empty time span {self.start_s}..{self.end_s}")
+        if has_frames:
+            if not self.end_frame > self.start_frame:  # type: ignore[operator]
+                raise ValueError(f"clip {self.clip_id}: empty frame span {self.start_frame}..{self.end_frame}")
+            if not self.source_fps or self.source_fps <= 0:
+                raise ValueError(f"clip {self.clip_id}: a frame span needs source_fps")
+
+    def time_span(self) -> tuple[float, float]:
+        """The span in source seconds (frame spans converted with ``source_fps``)."""
+        if self.start_s is not None and self.end_s is not None:
+            return self.start_s, self.end_s
+        fps = float(self.source_fps)  # type: ignore[arg-type]
+        return self.start_frame / fps, self.end_frame / fps  # type: ignore[operator]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["mirror_names"] = list(self.mirror_names)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipRecord:
+        data = dict(data)
+        data["mirror_names"] = tuple(data.get("mirror_names", ()))
+        if data.get("crop") is not None:
+            data["crop"] = CropSpec.from_dict(data["crop"])
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class ClipState:
+    """A clip on its way through the stages: the record plus what was found so far.
+
+    ``outputs`` maps a member name (``mp4``, ``wav``, later ``lmks.npy`` ...) to a file
+    in the work area; ``info`` holds small measured facts (frames, fps, duration ...).
+    A failed clip keeps the first error and the stage that raised it; later stages pass
+    it through unchanged.
+    """
+
+    record: ClipRecord
+    status: str = STATUS_OK
+    error: str | None = None
+    failed_stage: str | None = None
+    source_path: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    cached_stages: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def fail(self, stage: str, error: str) -> None:
+        """Mark the clip failed by ``stage`` with a readable ``error``."""
+        self.status = STATUS_FAILED
+        self.failed_stage = stage
+        self.error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data["record"] = self.record.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipState:
+        data = dict(data)
+        data["record"] = ClipRecord.from_dict(data["record"])
+        return cls(**data)
+
+    def to_row(self) -> dict[str, str]:
+        """A one-column row for Ray Data (JSON keeps Arrow schemas uniform across blocks)."""
+        return {"state": json.dumps(self.to_dict(), sort_keys=True)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ClipState:
+        return cls.from_dict(json.loads(row["state"]))

@@ -1,0 +1,82 @@
+"""The contract every per-clip stage follows: cache, run, record errors, pass rows on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aniportrait.schema import ClipState
+from pipelines.config import config_hash
+from pipelines.workarea import WorkArea
+
+log = logging.getLogger(__name__)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, readable reason for the manifest (no traceback)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    known = ("MediaError", "CropError", "DownloadError", "ValueError", "OSError", "FileNotFoundError")
+    kind = type(exc).__name__
+    return text if kind in known and text else f"{kind}: {text or 'no message'}"
+
+
+class ClipStage:
+    """Base of per-clip stages.
+
+    Subclasses set ``name`` and implement :meth:`process`, which reads and updates a
+    :class:`ClipState` (outputs into the clip's work folder). The base class skips clips
+    that failed earlier, reuses a finished result whose settings hash matches (resume),
+    records any error on the clip instead of raising, and writes the done marker last.
+    ``upstream_hash`` chains the hash of the previous stage, so a change early in the
+    chain invalidates everything after it.
+    """
+
+    name = "stage"
+    version = 1
+
+    def __init__(self, work_dir: str, settings: dict[str, Any], upstream_hash: str = "") -> None:
+        self.work = WorkArea(work_dir)
+        self.settings = settings
+        self.upstream_hash = upstream_hash
+        self.stage_hash = config_hash(
+            {"stage": self.name, "version": self.version, "settings": settings, "upstream": upstream_hash}
+        )
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        state = ClipState.from_row(row)
+        if state.ok:
+            self.run(state)
+        return state.to_row()
+
+    def run(self, state: ClipState) -> ClipState:
+        """Process ``state`` in place, or restore it from a finished marker."""
+        cached = self.cached_state(state)
+        if cached is not None:
+            state.status, state.error, state.failed_stage = cached.status, cached.error, cached.failed_stage
+            state.outputs, state.info = cached.outputs, cached.info
+            state.cached_stages.append(self.name)
+            return state
+        try:
+            self.process(state)
+        except Exception as exc:  # recorded per clip; the build goes on with the others
+            log.warning("clip %s failed in %s: %s", state.record.clip_id, self.name, exc)
+            state.fail(self.name, describe_error(exc))
+        payload = state.to_dict()
+        payload.pop("cached_stages")
+        payload.pop("source_path")
+        self.work.write_marker(state.record.clip_id, self.name, self.stage_hash, payload)
+        return state
+
+    def cached_state(self, state: ClipState) -> ClipState | None:
+        """The finished state for this clip, if its marker matches settings and record."""
+        payload = self.work.read_marker(state.record.clip_id, self.name, self.stage_hash)
+        if payload is None or payload.get("record") != state.record.to_dict():
+            return None
+        return ClipState.from_dict(payload)
+
+    def constructor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this stage in a Ray actor."""
+        raise NotImplementedError
+
+    def process(self, state: ClipState) -> None:
+        raise NotImplementedError

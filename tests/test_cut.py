@@ -1,0 +1,116 @@
+"""The clip cut on real media with real ffmpeg: frames, size, fps, audio, crop, accuracy."""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aniportrait.crop import CropError, PixelBox, resolve_crop
+from aniportrait.media.cut import AUDIO_RATE, CutSettings, cut_clip, plan_cut
+from aniportrait.media.probe import MediaError, probe
+from aniportrait.schema import CropSpec
+
+
+def _cut(source: Path, tmp_path: Path, span: tuple[float, float], crop: CropSpec | None,
+         settings: CutSettings, name: str = "out") -> tuple[Path, Path | None, int]:
+    info = probe(source)
+    box = resolve_crop(crop, info.width, info.height)
+    plan = plan_cut(*span, box, settings, source_duration_s=info.duration_s, with_audio=info.has_audio)
+    video, audio = tmp_path / f"{name}.mp4", (tmp_path / f"{name}.wav" if info.has_audio else None)
+    frames = cut_clip(source, video, audio, plan, settings)
+    return video, audio, frames
+
+
+def _wav_samples(path: Path) -> tuple[int, int, int]:
+    with wave.open(str(path)) as w:
+        return w.getnframes(), w.getframerate(), w.getnchannels()
+
+
+@pytest.mark.parametrize(
+    ("name", "span", "crop", "fps", "expected_frames"),
+    [
+        ("talking_lyl_7s.mp4", (1.0, 4.0), CropSpec("pixels", 0, 1, 514, 515, ref_height=516), 30.0, 90),
+        ("talking_lyl_7s.mp4", (0.5, 2.5), None, 25.0, 50),
+        ("raw_seated_1080x1920_hevc.mp4", (2.0, 5.5), CropSpec("pixels", 300, 400, 800, 900), 30.0, 105),
+        ("talking_hdtf_radio10_0.mp4", (0.0, 2.0), None, 30.0, 60),
+    ],
+)
+def test_cut_frames_size_fps_audio(media_dir: Path, tmp_path: Path, name: str, span: tuple[float, float],
+                                   crop: CropSpec | None, fps: float, expected_frames: int) -> None:
+    settings = CutSettings(size=256, fps=fps)
+    video, audio, frames = _cut(media_dir / name, tmp_path, span, crop, settings)
+    out = probe(video)
+    assert frames == expected_frames
+    assert (out.width, out.height) == (256, 256)
+    assert out.fps == pytest.approx(fps)
+    assert not out.has_audio, "the mp4 is video-only; audio goes to the wav"
+    samples, rate, channels = _wav_samples(audio)
+    assert (rate, channels) == (AUDIO_RATE, 1)
+    assert samples == round(expected_frames * AUDIO_RATE / fps)
+
+
+def test_span_past_the_end_is_clamped_and_outside_fails(media_dir: Path, tmp_path: Path) -> None:
+    source = media_dir / "talking_hdtf_radio10_0.mp4"  # 2.07 s
+    _, audio, frames = _cut(source, tmp_path, (1.0, 9.0), None, CutSettings(size=128))
+    assert frames == 32  # floor((2.0687 - 1.0) * 30)
+    assert _wav_samples(audio)[0] == round(32 * AUDIO_RATE / 30)
+    with pytest.raises(MediaError, match="outside the 2.069 s source"):
+        _cut(source, tmp_path, (5.0, 9.0), None, CutSettings(size=128), name="late")
+
+
+def test_same_input_same_bytes(media_dir: Path, tmp_path: Path) -> None:
+    source = media_dir / "talking_lyl_7s.mp4"
+    first = _cut(source, tmp_path, (2.0, 3.0), None, CutSettings(size=128), name="a")
+    second = _cut(source, tmp_path, (2.0, 3.0), None, CutSettings(size=128), name="b")
+    assert first[0].read_bytes() == second[0].read_bytes()
+    assert first[1].read_bytes() == second[1].read_bytes()
+
+
+def _gray_ramp_video(path: Path, frames: int, fps: int, size: int = 64) -> None:
+    """A lossless video whose frame i is uniformly gray at level 2*i: a frame counter."""
+    data = np.repeat(np.arange(frames, dtype=np.uint8)[:, None, None] * 2, size * size, axis=1)
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{size}x{size}",
+         "-r", str(fps), "-i", "-", "-c:v", "ffv1", str(path)],
+        input=data.tobytes(), check=True,
+    )
+
+
+def _gray_levels(path: Path) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         capture_output=True, check=True).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, 32 * 32)
+    return frames.mean(axis=1)
+
+
+def test_cut_is_frame_accurate(tmp_path: Path) -> None:
+    """Frames 37..66 of a 30 fps source come out as exactly those frames."""
+    source = tmp_path / "ramp.mkv"
+    _gray_ramp_video(source, frames=120, fps=30)
+    settings = CutSettings(size=32, fps=30, crf=0)
+    info = probe(source)
+    plan = plan_cut(37 / 30, 67 / 30, PixelBox(0, 0, 64, 64), settings, source_duration_s=info.duration_s,
+                    with_audio=False, seek_back_s=0.5 / 30)
+    video = tmp_path / "cut.mp4"
+    assert cut_clip(source, video, None, plan, settings) == 30
+    levels = _gray_levels(video)
+    np.testing.assert_allclose(levels, np.arange(37, 67) * 2, atol=1.5)
+
+
+def test_resolve_crop_rules() -> None:
+    # HDTF: box given at 720p, video downloaded at 1080p -> scaled by 1.5
+    hdtf = CropSpec("pixels", 483, 0, 873, 390, ref_height=720)
+    assert resolve_crop(hdtf, 1920, 1080) == PixelBox(724, 0, 586, 585)
+    assert resolve_crop(hdtf, 1280, 720) == PixelBox(483, 0, 390, 390)
+    # CelebV-HQ: expand 0.02, round, centred square of side 2*(min(h,w)//2)
+    celebv = CropSpec("normalized", 0.1964, 0.0, 0.6922, 0.8815, expand=0.02, square=True)
+    box = resolve_crop(celebv, 1280, 720)
+    assert box.w == box.h == 2 * (min(649 - 0, 912 - 226) // 2)
+    # No crop in the metadata: the whole frame
+    assert resolve_crop(None, 640, 480) == PixelBox(0, 0, 640, 480)
+    with pytest.raises(CropError, match="outside the 640x480 video"):
+        resolve_crop(CropSpec("pixels", 700, 500, 900, 700, ref_width=640, ref_height=480), 640, 480)
