@@ -10,6 +10,7 @@ the manifest, then ``release.json``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,7 @@ class BuildResult:
     release: dict[str, Any]
     resumed: int = 0
     stage_names: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -109,13 +111,19 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                   f"{len(pending)} to process")
     init_ray(cfg.address)
     workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    timings: dict[str, float] = {}
     with make_progress(console) as progress:
+        started = time.perf_counter()
         if pending:
             states += _process(cfg, stages, pending, workers, progress)
+        timings["process"] = time.perf_counter() - started
+        started = time.perf_counter()
         shards = _pack(cfg, out, states, workers, progress)
-    states.sort(key=lambda s: s.record.clip_id)
-    release = _release(cfg, out, states, shards)
-    result = BuildResult(states, shards, release, resumed=len(records) - len(pending), stage_names=stage_names)
+        states.sort(key=lambda s: s.record.clip_id)
+        release = _release(cfg, out, states, shards)
+        timings["pack"] = time.perf_counter() - started
+    result = BuildResult(states, shards, release, resumed=len(records) - len(pending), stage_names=stage_names,
+                         timings_s=timings)
     console.print(summary_table(states, stage_names, len(shards)))
     failures = failure_table(states)
     if failures is not None:

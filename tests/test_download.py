@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import pickle
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback import serve_directory
 
 from aniportrait.media.download import (
     DOWNLOAD_ERROR_REASONS,
@@ -29,20 +27,6 @@ CLIP = "talking_hdtf_radio10_0.mp4"
 CLIP_FRAMES = 62
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # yt-dlp's generic extractor reads only the head of a direct link and hangs up,
-        # which makes the stdlib server print a ConnectionResetError traceback.
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(base URL, served folder) of a loopback HTTP server holding ``clip.mp4`` and ``clip.ts``."""
@@ -53,15 +37,8 @@ def served(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
          "-c", "copy", "-f", "mpegts", str(root / "clip.ts")],
         check=True,
     )
-    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_directory(root) as base:
+        yield base, root
 
 
 def _frame_count(path: Path) -> int:

@@ -1,0 +1,206 @@
+"""End-to-end builds on real Ray (local), real ffmpeg, real yt-dlp and real webdataset readers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import webdataset as wds
+from loopback import serve_directory
+from rich.console import Console
+
+from aniportrait.media.probe import count_video_frames
+from datasets_spec import sample
+from pipelines.build import run_build
+from pipelines.config import BuildConfig
+
+pytestmark = pytest.mark.slow
+
+EXIT_PARTIAL = 3
+SAMPLE_IDS = ["LylTalking_0", "LylTalking_1", "Radio10_0"]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _build(out: Path, *, dataset: str = "sample", metadata: Path | None = None, mirror: Path | None = None,
+           workers: int = 2):
+    cfg = BuildConfig(dataset=dataset, out=str(out), work_dir=str(out / "_work"),
+                      metadata=str(metadata) if metadata else None,
+                      mirror=str(mirror or sample.default_mirror()), workers=workers)
+    return run_build(cfg, Console(file=open(os.devnull, "w")))
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """Every released file (shards, manifest, release file) by name."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _write_lists(folder: Path, videos: dict[str, tuple[str, list[str]]], crops: dict[str, str] | None = None) -> Path:
+    """HDTF-format ``SAMPLE_*`` lists: name -> (url, spans); crops: clip -> 'x w y h'."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "SAMPLE_video_url.txt").write_text("".join(f"{n} {u}\n" for n, (u, _) in videos.items()))
+    (folder / "SAMPLE_resolution.txt").write_text("".join(f"{n}.mp4 512\n" for n in videos))
+    (folder / "SAMPLE_annotion_time.txt").write_text(
+        "".join(f"{n}.mp4 {' '.join(spans)}\n" for n, (_, spans) in videos.items()))
+    (folder / "SAMPLE_crop_wh.txt").write_text("".join(f"{c}.mp4 {box}\n" for c, box in (crops or {}).items()))
+    (folder / "SAMPLE_crop_ratio.txt").write_text("")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sample_build(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("sample") / "out"
+    return out, _build(out, workers=2)
+
+
+def test_sample_build_reads_back_with_webdataset(sample_build: tuple[Path, object], tmp_path: Path) -> None:
+    out, result = sample_build
+    assert result.failed == 0
+    shards = sorted(out.glob("*.tar"))
+    assert [s.name for s in shards] == ["sample-train-000000.tar"]
+    samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False))
+    assert [s["__key__"] for s in samples] == SAMPLE_IDS
+    for item in samples:
+        assert set(item) - {"__key__", "__url__", "__local_path__"} == {"json", "mp4", "wav"}
+        meta = json.loads(item["json"])
+        video = tmp_path / f"{item['__key__']}.mp4"
+        video.write_bytes(item["mp4"])
+        assert count_video_frames(video) == meta["info"]["frames"]
+        pcm_bytes = len(item["wav"]) - 44  # canonical 44-byte header of a 16-bit mono wav
+        assert pcm_bytes // 2 == meta["info"]["audio_samples"] == round(meta["info"]["frames"] * 16000 / 30)
+    frames = {s["__key__"]: json.loads(s["json"])["info"]["frames"] for s in samples}
+    assert frames == {"LylTalking_0": 90, "LylTalking_1": 120, "Radio10_0": 60}
+
+
+def test_sample_build_reads_back_with_ray(sample_build: tuple[Path, object]) -> None:
+    out, _ = sample_build
+    rows = ray.data.read_webdataset(str(out / "sample-train-000000.tar")).take_all()
+    assert sorted(r["__key__"] for r in rows) == SAMPLE_IDS
+    assert all(len(r["mp4"]) > 1000 for r in rows)
+
+
+def test_manifest_and_release_describe_the_shards(sample_build: tuple[Path, object]) -> None:
+    out, _ = sample_build
+    manifest = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [r["clip_id"] for r in manifest] == SAMPLE_IDS
+    assert {r["status"] for r in manifest} == {"ok"}
+    assert {r["shard"] for r in manifest} == {"sample-train-000000.tar"}
+    assert manifest[2]["source_url"].startswith("https://www.youtube.com/watch?v=ZoRK17RCZHY")
+    release = json.loads((out / "release.json").read_text())
+    for shard in release["shards"]:
+        data = (out / shard["name"]).read_bytes()
+        assert shard["sha256"] == hashlib.sha256(data).hexdigest() and shard["size"] == len(data)
+    assert release["manifest"]["sha256"] == hashlib.sha256((out / "manifest.parquet").read_bytes()).hexdigest()
+    assert release["counts"] == {"clips": 3, "ok": 3, "failed": 0, "frames": 270}
+    assert release["tools"]["ffmpeg"].startswith("ffmpeg version")
+    assert "out" not in release["config"] and "workers" not in release["config"]
+
+
+def test_two_builds_are_byte_identical_whatever_the_worker_count(
+        sample_build: tuple[Path, object], tmp_path: Path) -> None:
+    out, _ = sample_build
+    again = tmp_path / "again"
+    _build(again, workers=1)
+    assert _outputs(again) == _outputs(out)
+
+
+def test_failures_are_recorded_and_nothing_escapes(local_ray: None, tmp_path: Path, media_dir: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copyfile(sample.default_mirror() / "Radio10.mp4", mirror / "Good.mp4")
+    (mirror / "Broken.mp4").write_bytes(b"this is not a video")
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copyfile(media_dir / "talking_hdtf_radio10_0.mp4", www / "remote.mp4")
+    with serve_directory(www) as base:
+        metadata = _write_lists(tmp_path / "meta", {
+            "Good": ("https://www.youtube.com/watch?v=ZoRK17RCZHY", ["00:00-00:01", "00:05-00:09"]),
+            "Broken": ("https://www.youtube.com/watch?v=ZoRK17RCZHA", ["00:00-00:01"]),
+            "Remote": (f"{base}/remote.mp4", ["00:00-00:01"]),
+            "Gone": (f"{base}/missing.mp4", ["00:00-00:01"]),
+            "../escape": (f"{base}/missing2.mp4", ["00:00-00:01"]),
+            "$(touch${IFS}PWNED);rm": (f"{base}/remote.mp4", ["00:00-00:01"]),
+        }, crops={"Good_0": "0 512 0 512", "Good_1": "0 512 0 512", "Remote_0": "900 100 900 100"})
+        before = sorted(p.name for p in tmp_path.iterdir())
+        out = tmp_path / "out"
+        result = _build(out, metadata=metadata, mirror=mirror)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["out"])
+    assert not list(tmp_path.rglob("PWNED")) and not Path("PWNED").exists()
+    rows = {r["clip_id"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert len(rows) == 7 and result.failed == 5
+    assert rows["Good_0"]["status"] == "ok" and rows["Good_0"]["frames"] == 30
+    assert "outside the 2.069 s source" in rows["Good_1"]["error"]
+    assert rows["Broken_0"]["failed_stage"] == "clip" and "Broken.mp4" in rows["Broken_0"]["error"]
+    assert "(http_error)" in rows["Gone_0"]["error"] and rows["Gone_0"]["failed_stage"] == "download"
+    assert "outside the 512x512 video" in rows["Remote_0"]["error"]
+    escaped = [cid for cid in rows if cid.startswith("escape_")]
+    assert len(escaped) == 1 and "(http_error)" in rows[escaped[0]]["error"]
+    pwned = [cid for cid in rows if cid.startswith("touch_IFS_PWNED")]
+    assert len(pwned) == 1 and rows[pwned[0]]["status"] == "ok", "a hostile name is just a name"
+    for path in out.rglob("*"):
+        assert path.resolve().is_relative_to(out.resolve())
+    assert [k for s in wds.WebDataset(str(out / "sample-train-000000.tar"), shardshuffle=False)
+            for k in [s["__key__"]]] == sorted(["Good_0", pwned[0]])
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=cwd, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_cli_exit_codes(tmp_path: Path) -> None:
+    usage = subprocess.run([sys.executable, "-m", "cli", "build", "--dataset", "nope", "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert usage.returncode == 2 and "unknown dataset 'nope'" in usage.stderr
+    metadata = _write_lists(tmp_path / "meta", {"Radio10": ("https://www.youtube.com/watch?v=ZoRK17RCZHY", ["00:00-00:01", "00:03-00:04"])})
+    partial = _cli("build", "--dataset", "sample", "--metadata", str(metadata), "--out", str(tmp_path / "out"),
+                   "--mirror", str(sample.default_mirror()), cwd=tmp_path)
+    _, err = partial.communicate(timeout=300)
+    assert partial.returncode == EXIT_PARTIAL, err.decode()
+    assert b"1 of 2 clips failed" in err
+
+
+def test_killed_build_resumes_to_the_same_bytes(local_ray: None, tmp_path: Path) -> None:
+    spans = [f"00:0{i}-00:0{i + 1}" for i in range(7)]
+    metadata = _write_lists(tmp_path / "meta", {
+        "LylTalking": ("https://github.com/Zejun-Yang/AniPortrait", spans),
+        "Radio10": ("https://www.youtube.com/watch?v=ZoRK17RCZHY", ["00:00-00:01", "00:01-00:02"]),
+    })
+    reference = tmp_path / "reference"
+    _build(reference, metadata=metadata)
+
+    out = tmp_path / "out"
+    args = ("build", "--dataset", "sample", "--metadata", str(metadata), "--out", str(out), "--workers", "1")
+    proc = _cli(*args, cwd=tmp_path)
+    markers = out / "_work" / "clips"
+    deadline = time.monotonic() + 240
+    while not list(markers.glob("*/clip.done.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in markers.glob("*/clip.done.json")}
+    assert 0 < len(done_before) < 9, "the kill must land mid-build"
+    assert not (out / "release.json").exists()
+
+    resumed = _cli(*args, cwd=tmp_path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before, "finished clips were redone"
+    assert _outputs(out) == _outputs(reference)
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
