@@ -1,8 +1,9 @@
 """The embedded ``sample`` dataset: three clips from two real talking-face videos.
 
 Metadata in the HDTF list format (``data/sample/SAMPLE_*.txt``) and the source videos in
-``data/sample/mirror/`` ship with the package (HDTF clip: CC BY 4.0; AniPortrait demo
-face: Apache-2.0; see ``data/sample/NOTICE.md``), so a build of it needs no network.
+``data/sample/mirror/`` ship with the package, so a build of it needs no network.
+Licences: the HDTF clip is CC BY 4.0, the AniPortrait demo face Apache-2.0, the lists
+Apache-2.0 (attribution in ``data/sample/NOTICE.md``).
 """
 
 from __future__ import annotations

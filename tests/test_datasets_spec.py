@@ -15,7 +15,7 @@ import pytest
 
 import datasets_spec
 from aniportrait.schema import ClipRecord, CropSpec
-from datasets_spec import MetadataError, celebvhq, hdtf, vfhq
+from datasets_spec import MetadataError, celebvhq, hdtf, sample, vfhq
 from datasets_spec.integrity import git_blob_sha1
 
 HDTF_FILES = sorted(f"{s}_{kind}.txt" for s in hdtf.SUBSETS for kind in hdtf.LISTS)
@@ -26,11 +26,20 @@ def _by_id(records: list[ClipRecord]) -> dict[str, ClipRecord]:
 
 
 def test_package_api() -> None:
-    assert {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq} == datasets_spec.DATASETS
+    assert {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq, "sample": sample} == datasets_spec.DATASETS
     assert issubclass(MetadataError, ValueError)
     for module in datasets_spec.DATASETS.values():
         assert callable(module.prepare)
         assert "Licen" in (module.__doc__ or "")
+
+
+def test_sample_is_hdtf_format_with_shipped_sources() -> None:
+    records = sample.prepare()
+    assert [r.clip_id for r in records] == ["LylTalking_0", "LylTalking_1", "Radio10_0"]
+    assert {r.dataset for r in records} == {"sample"}
+    assert (records[1].start_s, records[1].end_s) == (3.0, 7.0)
+    for record in records:
+        assert any((sample.default_mirror() / f"{name}.mp4").is_file() for name in record.mirror_names)
 
 
 def test_git_blob_sha1_matches_git() -> None:

@@ -1,0 +1,51 @@
+"""6D head poses as AniPortrait stores them: ``[rx, ry, rz, tx, ty, tz]``.
+
+Rotations are scipy's extrinsic ``'xyz'`` Euler angles in degrees, translations the
+last column of the 4x4 pose matrix (cm).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+
+def matrix_to_pose6d(mat: np.ndarray) -> np.ndarray:
+    """6D pose (..., 6) of 4x4 pose matrices (..., 4, 4)."""
+    mat = np.asarray(mat, dtype=np.float64)
+    euler = Rotation.from_matrix(mat[..., :3, :3]).as_euler("xyz", degrees=True)
+    return np.concatenate([euler, mat[..., :3, 3]], axis=-1)
+
+
+def pose6d_to_matrix(pose: np.ndarray) -> np.ndarray:
+    """4x4 pose matrices (..., 4, 4) of 6D poses (..., 6)."""
+    pose = np.asarray(pose, dtype=np.float64)
+    mat = np.zeros(pose.shape[:-1] + (4, 4))
+    mat[..., :3, :3] = Rotation.from_euler("xyz", pose[..., :3], degrees=True).as_matrix()
+    mat[..., :3, 3] = pose[..., 3:]
+    mat[..., 3, 3] = 1.0
+    return mat
+
+
+def smooth_pose(seq: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving mean of a pose sequence (L, 6), as the official code smooths.
+
+    Frame ``i`` averages frames ``[max(0, i - w//2), min(L, i + w//2 + 1))``: the window
+    shrinks at both ends. Bit-identical to the official per-frame ``np.mean``.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    seq = np.asarray(seq, dtype=np.float64)
+    length, half = len(seq), window // 2
+    # Zero padding leaves each partial sum unchanged, so the result is exact.
+    padded = np.pad(seq, ((half, half), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=0)
+    idx = np.arange(length)
+    counts = np.minimum(length, idx + half + 1) - np.maximum(0, idx - half)
+    return windows.sum(axis=-1) / counts[:, None]
+
+
+def relative_poses(mats: np.ndarray) -> np.ndarray:
+    """Pose matrices (L, 4, 4) relative to the first frame: ``inv(T0) @ Ti``."""
+    mats = np.asarray(mats, dtype=np.float64)
+    return np.linalg.inv(mats[0]) @ mats
