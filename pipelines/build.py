@@ -32,12 +32,12 @@ from pipelines.pack import (
 )
 from pipelines.progress import failure_table, make_progress, summary_table
 from pipelines.stages import ClipStage, CutClip, FetchSource
-from pipelines.stages.fetch import clip_rows, source_rows
 from pipelines.versions import tool_versions
 
 log = logging.getLogger(__name__)
 
 RELEASE_FORMAT = "aniportrait-data/release/1"
+MAX_BLOCKS = 20_000
 
 
 class SetupError(RuntimeError):
@@ -148,12 +148,12 @@ def _resume(last: ClipStage, records: list[ClipRecord], stage_names: list[str]
 
 def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,
              progress: Any) -> list[ClipState]:
-    rows = source_rows(pending)
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # Small blocks (one clip each up to MAX_BLOCKS) so every worker gets clips at once.
+    rows = [state.to_row() for state in pending]
+    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     ds = ds.map(FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
                                                     "retries": cfg.download_retries},
                 compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(rows))), num_cpus=0)
-    ds = ds.flat_map(clip_rows)
     for stage in stages:
         ds = ds.map(type(stage), fn_constructor_kwargs=stage.constructor_kwargs(),
                     compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)

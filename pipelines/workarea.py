@@ -35,6 +35,11 @@ class WorkArea:
     def clip_file(self, clip_id: str, name: str) -> Path:
         return Path(contained_join(str(self.clip_dir(clip_id)), name))
 
+    def clear_temporaries(self, clip_id: str) -> None:
+        """Delete temporary files a killed run left in the clip's folder."""
+        for path in self.clip_dir(clip_id).glob(".*.tmp-*"):
+            path.unlink(missing_ok=True)
+
     def marker_path(self, key: str, stage: str, *, kind: str = "clips") -> Path:
         folder = self.clip_dir(key) if kind == "clips" else self.sources_dir
         if kind != "clips":

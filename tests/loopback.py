@@ -14,6 +14,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self.server.requested.append(self.path)  # type: ignore[attr-defined]
+        super().do_GET()
+
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -25,9 +29,13 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
-    """Serve ``root`` over HTTP on a free loopback port; yield the base URL."""
+def serve_directory(root: Path, requested: list[str] | None = None) -> Iterator[str]:
+    """Serve ``root`` over HTTP on a free loopback port; yield the base URL.
+
+    Paths of GET requests are appended to ``requested`` when it is given.
+    """
     server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    server.requested = requested if requested is not None else []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -158,6 +158,21 @@ def test_failures_are_recorded_and_nothing_escapes(local_ray: None, tmp_path: Pa
             for k in [s["__key__"]]] == sorted(["Good_0", pwned[0]])
 
 
+def test_a_source_is_downloaded_once_for_all_its_clips(local_ray: None, tmp_path: Path, media_dir: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    shutil.copyfile(media_dir / "talking_hdtf_radio10_0.mp4", www / "remote.mp4")
+    requested: list[str] = []
+    with serve_directory(www, requested) as base:
+        metadata = _write_lists(tmp_path / "meta", {
+            "Remote": (f"{base}/remote.mp4", ["00:00-00:01", "00:01-00:02", "00:00-00:02"])})
+        result = _build(tmp_path / "out", metadata=metadata, mirror=tmp_path / "empty-mirror")
+    assert result.failed == 0 and len(result.states) == 3
+    downloads = requested.count("/remote.mp4")
+    assert 1 <= downloads <= 2, f"one yt-dlp download (probe + fetch), got {requested}"
+    assert sorted(p.name for p in (tmp_path / "out" / "_work" / "sources").iterdir()) == ["Remote.lock", "Remote.mp4"]
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=cwd, start_new_session=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},

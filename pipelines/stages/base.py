@@ -56,6 +56,7 @@ class ClipStage:
             state.outputs, state.info = cached.outputs, cached.info
             state.cached_stages.append(self.name)
             return state
+        self.work.clear_temporaries(state.record.clip_id)
         try:
             self.process(state)
         except Exception as exc:  # recorded per clip; the build goes on with the others

@@ -1,17 +1,24 @@
-"""Download stage: one source video per row, shared by all of its clips.
+"""Download stage: each clip gets its source video, fetched once per source.
 
 A source is taken from the ``--mirror`` folder when it holds it (by YouTube id or by
-the dataset's video name), otherwise downloaded once with yt-dlp into the work area.
-A failure is recorded on every clip of that source, with yt-dlp's reason.
+the dataset's video name), otherwise downloaded with yt-dlp into the work area. Rows are
+per clip (so clips of one source spread over all workers); a per-source file lock makes
+the first clip download and the others wait for and reuse that file. A failure is
+recorded once per source and given to each of its clips, with yt-dlp's reason.
 """
 
 from __future__ import annotations
 
-import json
+import fcntl
 import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from aniportrait.ids import contained_join
 from aniportrait.media.download import DownloadError, download_video, find_in_mirror
 from aniportrait.schema import ClipRecord, ClipState
 from pipelines.stages.base import describe_error
@@ -19,6 +26,7 @@ from pipelines.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 STAGE = "download"
+MARKER_VERSION = "v1"
 
 
 @dataclass(frozen=True)
@@ -32,54 +40,48 @@ class SourceJob:
     with_audio: bool
 
     @classmethod
-    def for_clips(cls, records: list[ClipRecord]) -> SourceJob:
-        first = records[0]
-        names = tuple(dict.fromkeys(n for r in records for n in r.mirror_names))
-        return cls(first.source_id, first.source_url, names, first.max_height,
-                   any(r.expect_audio for r in records))
+    def for_clip(cls, record: ClipRecord) -> SourceJob:
+        return cls(record.source_id, record.source_url, record.mirror_names, record.max_height, record.expect_audio)
 
 
-def source_rows(states: list[ClipState]) -> list[dict[str, str]]:
-    """Group clip states by source into one Ray row per source (sorted, deterministic)."""
-    by_source: dict[str, list[ClipState]] = {}
-    for state in states:
-        by_source.setdefault(state.record.source_id, []).append(state)
-    return [
-        {"states": json.dumps([s.to_dict() for s in group], sort_keys=True)}
-        for _, group in sorted(by_source.items())
-    ]
+@contextmanager
+def source_lock(folder: Path, source_id: str) -> Iterator[None]:
+    """Hold an exclusive lock for one source (across processes on one filesystem).
 
-
-def clip_rows(row: dict[str, Any]) -> list[dict[str, str]]:
-    """Split a source row back into one row per clip."""
-    return [ClipState.from_dict(s).to_row() for s in json.loads(row["states"])]
+    Inside the lock no other download of this source can run, so temporary folders of
+    an earlier, killed download are removed first.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(contained_join(str(folder), f"{source_id}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            for stale in folder.glob(f".tmp-{source_id}-*"):  # left by a killed download
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class FetchSource:
-    """Resolve (mirror) or download (yt-dlp) the source video of a group of clips."""
+    """Resolve (mirror) or download (yt-dlp) the source video of one clip."""
 
-    def __init__(self, work_dir: str, mirror: str | None, retries: int, retry_failed: bool = False) -> None:
+    def __init__(self, work_dir: str, mirror: str | None, retries: int) -> None:
         self.work = WorkArea(work_dir)
         self.mirror = mirror
         self.retries = retries
-        self.retry_failed = retry_failed
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        states = [ClipState.from_dict(s) for s in json.loads(row["states"])]
-        job = SourceJob.for_clips([s.record for s in states])
+        state = ClipState.from_row(row)
+        job = SourceJob.for_clip(state.record)
         try:
-            path = self.fetch(job)
-        except Exception as exc:  # recorded on each clip of the source
+            state.source_path = self.fetch(job)
+        except Exception as exc:  # recorded on the clip; the build goes on
             error = describe_error(exc)
-            log.warning("source %s failed: %s", job.source_id, error)
-            for state in states:
-                state.fail(STAGE, error)
-                if isinstance(exc, DownloadError):
-                    state.info["download_reason"] = exc.reason
-        else:
-            for state in states:
-                state.source_path = path
-        return {"states": json.dumps([s.to_dict() for s in states], sort_keys=True)}
+            log.warning("clip %s: source %s failed: %s", state.record.clip_id, job.source_id, error)
+            state.fail(STAGE, error)
+            if isinstance(exc, DownloadError):
+                state.info["download_reason"] = exc.reason
+        return state.to_row()
 
     def fetch(self, job: SourceJob) -> str:
         """Local path of the source video; raise ``DownloadError`` when it cannot be had."""
@@ -90,14 +92,15 @@ class FetchSource:
         if not job.url:
             raise DownloadError(job.source_id, "not_found_in_mirror",
                                 f"not in the mirror as {' or '.join(job.mirror_names) or 'any name'}, and no URL")
-        failed = self.work.read_marker(job.source_id, STAGE, "v1", kind="sources")
-        if failed is not None and not self.retry_failed:
-            raise DownloadError(job.url, failed["reason"], failed["detail"])
-        try:
-            path = download_video(job.url, self.work.sources_dir, job.source_id, max_height=job.max_height,
-                                  with_audio=job.with_audio, retries=self.retries)
-        except DownloadError as exc:
-            self.work.write_marker(job.source_id, STAGE, "v1", {"reason": exc.reason, "detail": exc.detail},
-                                   kind="sources")
-            raise
+        with source_lock(self.work.sources_dir, job.source_id):
+            failed = self.work.read_marker(job.source_id, STAGE, MARKER_VERSION, kind="sources")
+            if failed is not None:
+                raise DownloadError(job.url, failed["reason"], failed["detail"])
+            try:
+                path = download_video(job.url, self.work.sources_dir, job.source_id, max_height=job.max_height,
+                                      with_audio=job.with_audio, retries=self.retries)
+            except DownloadError as exc:
+                self.work.write_marker(job.source_id, STAGE, MARKER_VERSION,
+                                       {"reason": exc.reason, "detail": exc.detail}, kind="sources")
+                raise
         return str(path)
