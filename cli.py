@@ -54,6 +54,9 @@ def build(
     shard_samples: Annotated[int, typer.Option(help="Clips per shard.", min=1)] = 1000,
     download_workers: Annotated[int, typer.Option(help="Concurrent downloads.", min=1)] = 4,
     retries: Annotated[int, typer.Option(help="yt-dlp retries per download.", min=0)] = 3,
+    face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
+    landmarker_mode: Annotated[str, typer.Option(help="MediaPipe running mode: video (tracking) or image.")] = "video",
+    min_face_rate: Annotated[float, typer.Option(help="Reject clips with a face in fewer than this share of frames.", min=0, max=1)] = 0.9,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every clip.")] = False,
 ) -> None:
     """Build WebDataset shards, manifest.parquet and release.json for a dataset."""
@@ -80,6 +83,8 @@ def build(
             mirror=str(mirror) if mirror else None, address=address, workers=workers,
             download_workers=download_workers, limit=limit, split=split, cut=CutSettings(size=size, fps=fps),
             shard_samples=shard_samples, download_retries=retries,
+            face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
+            min_face_rate=min_face_rate,
         )
         result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:

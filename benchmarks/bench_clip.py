@@ -12,7 +12,9 @@ over 1. Both builds share one machine, so the speed-up ratio is the number to re
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import os
 import re
 import statistics
 import tempfile
@@ -73,6 +75,7 @@ def spans(seconds: int, shift: int) -> list[tuple[int, int]]:
 
 
 def mmss(seconds: int) -> str:
+    """``seconds`` as the lists' ``mm:ss``."""
     return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
 
@@ -155,8 +158,8 @@ def report(runs: list[list[Run]], clips: int, console: Console) -> None:
     console.print(f"[bold]speed-up 2 workers / 1 worker: {speedup:.2f}x[/] "
                   f"(per-core efficiency {speedup / 2:.0%}, median of {len(ratios)} paired repeats)")
     console.print("Both runs share one machine (and its noise): read the ratio, not the absolute rates.")
-    hashes = {r.shard_sha256 for repeat in runs for r in repeat}
     all_runs = [r for repeat in runs for r in repeat]
+    hashes = {r.shard_sha256 for r in all_runs}
     console.print(f"all {clips} clips ok in all {len(all_runs)} builds; shards byte-identical across builds: "
                   f"{'yes' if len(hashes) == 1 else 'NO'} ({len(next(iter(hashes)))} shards)")
     if len(hashes) != 1:
@@ -166,7 +169,7 @@ def report(runs: list[list[Run]], clips: int, console: Console) -> None:
 def main() -> None:
     """Parse arguments, write the dataset, run the paired builds, print the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=14, help="clips in the dataset (default 14)")
+    parser.add_argument("--clips", type=int, default=12, help="clips in the dataset (default 12)")
     parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA,
                         help="folder of source .mp4 files (default ../shared/fixtures/media)")
     parser.add_argument("--repeats", type=int, default=2, help="paired 1/2-worker builds (default 2)")
@@ -181,10 +184,12 @@ def main() -> None:
         metadata.mkdir()
         mirror.mkdir()
         clips, sources = write_dataset(videos, args.clips, metadata, mirror)
+        console.print(f"1-minute load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         console.print(f"{clips} clips from {sources} listed sources ({len(videos)} files: "
                       f"{', '.join(v.name for v in videos)})")
         started = time.perf_counter()
         init_ray(None)
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         console.print(f"ray started in {time.perf_counter() - started:.1f} s "
                       f"({ray.cluster_resources().get('CPU', 0):g} CPUs)")
         runs: list[list[Run]] = []
@@ -193,6 +198,7 @@ def main() -> None:
             runs.append([timed_build(root, f"{repeat}-{w}", w, metadata, mirror) for w in order])
         ray.shutdown()
         report(runs, clips, console)
+    console.print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ import ray
 from rich.console import Console
 
 import datasets_spec
+from aniportrait.face import DEFAULT_MODEL
+from aniportrait.landmarks import LandmarkerSettings
 from aniportrait.schema import ClipRecord, ClipState
 from aniportrait.storage import OutputDir
 from pipelines.config import BuildConfig
@@ -31,7 +34,7 @@ from pipelines.pack import (
     write_release,
 )
 from pipelines.progress import failure_table, make_progress, summary_table
-from pipelines.stages import ClipStage, CutClip, FetchSource
+from pipelines.stages import ClipStage, CutClip, ExtractFace, FetchSource, RenderPose
 from pipelines.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -75,9 +78,18 @@ def load_records(cfg: BuildConfig) -> list[ClipRecord]:
 
 def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
     """The per-clip stages in order, each chained to the hash of the one before."""
+    model = Path(cfg.face_model) if cfg.face_model else DEFAULT_MODEL
+    if not model.is_file():
+        raise SetupError(f"face landmarker model not found at {model} (--face-model)")
+    landmarker = LandmarkerSettings(model_path=str(model), mode=cfg.landmarker_mode)
+    chain: list[tuple[type[ClipStage], dict[str, Any]]] = [
+        (CutClip, {"cut": cfg.cut}),
+        (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate}),
+        (RenderPose, {}),
+    ]
     stages: list[ClipStage] = []
     upstream = ""
-    for cls, kwargs in [(CutClip, {"cut": cfg.cut})]:
+    for cls, kwargs in chain:
         stage = cls(cfg.work_dir, upstream_hash=upstream, **kwargs)
         stages.append(stage)
         upstream = stage.stage_hash
@@ -120,7 +132,7 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         started = time.perf_counter()
         shards = _pack(cfg, out, states, workers, progress)
         states.sort(key=lambda s: s.record.clip_id)
-        release = _release(cfg, out, states, shards)
+        release = _release(cfg, out, states, shards, stages)
         timings["pack"] = time.perf_counter() - started
     result = BuildResult(states, shards, release, resumed=len(records) - len(pending), stage_names=stage_names,
                          timings_s=timings)
@@ -184,7 +196,8 @@ def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], workers: in
     return shards
 
 
-def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], shards: list[dict[str, Any]]) -> dict:
+def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], shards: list[dict[str, Any]],
+             stages: list[ClipStage]) -> dict:
     shard_of = {}
     for plan in plan_shards(states, cfg.dataset, cfg.split, cfg.shard_samples):
         shard_of.update({s.record.clip_id: plan.name for s in plan.states})
@@ -201,6 +214,7 @@ def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], shards: 
         "shards": shards,
         "manifest": manifest,
         "tools": tool_versions(),
+        "models": {s.name: s.model_info() for s in stages if s.model_info()},
     }
     write_release(out, release)
     log.info("wrote %s", out.path(RELEASE_NAME))

@@ -12,7 +12,7 @@ from typing import Any
 from aniportrait.media.cut import CutSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs).
-RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata")
+RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model")
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,17 @@ class BuildConfig:
     cut: CutSettings = field(default_factory=CutSettings)
     shard_samples: int = 1000
     download_retries: int = 3
+    face_model: str | None = None
+    landmarker_mode: str = "video"
+    min_face_rate: float = 0.9
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be at least 1, got {self.workers}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
+        if not 0.0 <= self.min_face_rate <= 1.0:
+            raise ValueError(f"--min-face-rate must be within 0..1, got {self.min_face_rate}")
         if self.shard_samples < 1:
             raise ValueError(f"--shard-samples must be at least 1, got {self.shard_samples}")
 
@@ -49,6 +54,7 @@ class BuildConfig:
             work_dir=_absolute(self.work_dir),
             mirror=_absolute(self.mirror) if self.mirror else None,
             metadata=_absolute(self.metadata) if self.metadata else None,
+            face_model=_absolute(self.face_model) if self.face_model else None,
         )
 
     def content_config(self) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import webdataset as wds
@@ -30,16 +33,18 @@ def inspect_release(uri: str, samples: int, console: Console) -> None:
     console.print(shards)
     if not release["shards"] or samples == 0:
         return
-    first = io.BytesIO(out.read_bytes(release["shards"][0]["name"]))
-    table = Table(title=f"first samples of {release['shards'][0]['name']}")
+    name = release["shards"][0]["name"]
+    table = Table(title=f"first samples of {name}")
     for column in ("key", "members", "frames", "duration (s)"):
         table.add_column(column)
-    for i, sample in enumerate(wds.WebDataset([first], shardshuffle=False)):
-        if i >= samples:
-            break
-        meta = json.loads(sample["json"])
-        members = ", ".join(f"{k} ({len(v)} B)" for k, v in sorted(sample.items()) if not k.startswith("__"))
-        table.add_row(sample["__key__"], members, str(meta["info"].get("frames")), str(meta["info"].get("duration_s")))
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / name  # webdataset reads local paths; the output may be remote
+        local.write_bytes(out.read_bytes(name))
+        for sample in itertools.islice(wds.WebDataset(str(local), shardshuffle=False), samples):
+            meta = json.loads(sample["json"])
+            members = ", ".join(f"{k} ({len(v)} B)" for k, v in sorted(sample.items()) if not k.startswith("__"))
+            table.add_row(sample["__key__"], members, str(meta["info"].get("frames")),
+                          str(meta["info"].get("duration_s")))
     console.print(table)
 
 

@@ -7,7 +7,7 @@ from importlib import metadata
 
 from aniportrait.media.probe import tool_version
 
-PACKAGES = ("aniportrait-data", "ray", "webdataset", "pyarrow", "numpy", "yt-dlp")
+PACKAGES = ("aniportrait-data", "ray", "webdataset", "pyarrow", "numpy", "yt-dlp", "mediapipe", "decord")
 
 
 def _package_version(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -19,6 +21,7 @@ import webdataset as wds
 from loopback import serve_directory
 from rich.console import Console
 
+from aniportrait.face import DEFAULT_MODEL_SHA256
 from aniportrait.media.probe import count_video_frames
 from datasets_spec import sample
 from pipelines.build import run_build
@@ -28,6 +31,8 @@ pytestmark = pytest.mark.slow
 
 EXIT_PARTIAL = 3
 SAMPLE_IDS = ["LylTalking_0", "LylTalking_1", "Radio10_0"]
+MEMBERS = {"json", "mp4", "wav", "pose.mp4", "lmks.npy", "lmks3d.npy", "trans_mat.npy", "pose6d.npy",
+           "blendshapes.npy", "has_face.npy"}
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +81,16 @@ def test_sample_build_reads_back_with_webdataset(sample_build: tuple[Path, objec
     samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False))
     assert [s["__key__"] for s in samples] == SAMPLE_IDS
     for item in samples:
-        assert set(item) - {"__key__", "__url__", "__local_path__"} == {"json", "mp4", "wav"}
+        assert set(item) - {"__key__", "__url__", "__local_path__"} == MEMBERS
         meta = json.loads(item["json"])
-        video = tmp_path / f"{item['__key__']}.mp4"
-        video.write_bytes(item["mp4"])
-        assert count_video_frames(video) == meta["info"]["frames"]
+        frames = meta["info"]["frames"]
+        for member in ("mp4", "pose.mp4"):
+            video = tmp_path / f"{item['__key__']}.{member}"
+            video.write_bytes(item[member])
+            assert count_video_frames(video) == frames
+        lmks, has_face = np.load(io.BytesIO(item["lmks.npy"])), np.load(io.BytesIO(item["has_face.npy"]))
+        assert lmks.shape == (frames, 478, 3) and has_face.all() and meta["info"]["face_rate"] == 1.0
+        assert np.load(io.BytesIO(item["pose6d.npy"])).shape == (frames, 6)
         pcm_bytes = len(item["wav"]) - 44  # canonical 44-byte header of a 16-bit mono wav
         assert pcm_bytes // 2 == meta["info"]["audio_samples"] == round(meta["info"]["frames"] * 16000 / 30)
     frames = {s["__key__"]: json.loads(s["json"])["info"]["frames"] for s in samples}
@@ -109,6 +119,24 @@ def test_manifest_and_release_describe_the_shards(sample_build: tuple[Path, obje
     assert release["counts"] == {"clips": 3, "ok": 3, "failed": 0, "frames": 270}
     assert release["tools"]["ffmpeg"].startswith("ffmpeg version")
     assert "out" not in release["config"] and "workers" not in release["config"]
+    assert release["models"]["face"]["sha256"] == DEFAULT_MODEL_SHA256
+
+
+def test_inspect_and_stats_read_the_build(sample_build: tuple[Path, object]) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out, _ = sample_build
+    runner = CliRunner()
+    shown = runner.invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "3 clips in 1 shards" in shown.output and "LylTalking_0" in shown.output
+    stats = runner.invoke(app, ["stats", str(out)])
+    assert stats.exit_code == 0, stats.output
+    assert "3 clips: 3 ok" in stats.output and "270 frames" in stats.output
+    missing = runner.invoke(app, ["stats", str(out / "nope")])
+    assert missing.exit_code == 2
 
 
 def test_two_builds_are_byte_identical_whatever_the_worker_count(

@@ -2,6 +2,8 @@
 
 from pipelines.stages.base import ClipStage, describe_error
 from pipelines.stages.cut import CutClip
+from pipelines.stages.face import ExtractFace
 from pipelines.stages.fetch import FetchSource
+from pipelines.stages.render import RenderPose
 
-__all__ = ["ClipStage", "CutClip", "FetchSource", "describe_error"]
+__all__ = ["ClipStage", "CutClip", "ExtractFace", "FetchSource", "RenderPose", "describe_error"]

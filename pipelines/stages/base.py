@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aniportrait.media.download import DownloadError
+from aniportrait.media.probe import MediaError
 from aniportrait.schema import ClipState
 from pipelines.config import config_hash
 from pipelines.workarea import WorkArea
@@ -13,11 +15,15 @@ log = logging.getLogger(__name__)
 
 
 def describe_error(exc: BaseException) -> str:
-    """A one-line, readable reason for the manifest (no traceback)."""
+    """A one-line, readable reason for the manifest (no traceback).
+
+    Errors the stages raise on purpose speak for themselves; anything else (a bug) is
+    prefixed with its exception type.
+    """
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    known = ("MediaError", "CropError", "DownloadError", "ValueError", "OSError", "FileNotFoundError")
-    kind = type(exc).__name__
-    return text if kind in known and text else f"{kind}: {text or 'no message'}"
+    if text and isinstance(exc, (MediaError, DownloadError, ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text or 'no message'}"
 
 
 class ClipStage:
@@ -74,6 +80,10 @@ class ClipStage:
         if payload is None or payload.get("record") != state.record.to_dict():
             return None
         return ClipState.from_dict(payload)
+
+    def model_info(self) -> dict[str, str]:
+        """Identity of the model the stage runs (recorded in ``release.json``), if any."""
+        return {}
 
     def constructor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this stage in a Ray actor."""

@@ -1,0 +1,65 @@
+"""Face stage: MediaPipe landmarks, canonical mesh, pose matrix and 6D pose per frame."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from aniportrait.face import check_detection_rate, face_arrays
+from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file_sha256
+from aniportrait.schema import ClipState
+from pipelines.stages.base import ClipStage
+from pipelines.stages.cut import VIDEO_NAME
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``np.save`` to bytes (deterministic: header + raw data)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class ExtractFace(ClipStage):
+    """Track the face through the clip and store the per-frame arrays as ``.npy`` files.
+
+    The settings hash uses the model's sha256, not its path: the same model anywhere
+    gives the same outputs, another model invalidates the cache.
+    """
+
+    name = "face"
+
+    def __init__(self, work_dir: str, landmarker: LandmarkerSettings, min_face_rate: float,
+                 upstream_hash: str = "", model_sha256: str | None = None) -> None:
+        if not 0.0 <= min_face_rate <= 1.0:
+            raise ValueError(f"min_face_rate must be within 0..1, got {min_face_rate}")
+        self.model_sha256 = model_sha256 or file_sha256(landmarker.model_path)
+        settings = {**dataclasses.asdict(landmarker), "model_path": self.model_sha256, "min_face_rate": min_face_rate}
+        super().__init__(work_dir, settings, upstream_hash)
+        self.landmarker = landmarker
+        self.min_face_rate = min_face_rate
+        self.runner = FaceLandmarkerRunner(landmarker)
+
+    def constructor_kwargs(self) -> dict[str, object]:
+        return {"work_dir": str(self.work.root), "landmarker": self.landmarker, "min_face_rate": self.min_face_rate,
+                "upstream_hash": self.upstream_hash, "model_sha256": self.model_sha256}
+
+    def model_info(self) -> dict[str, str]:
+        return {"file": Path(self.landmarker.model_path).name, "sha256": self.model_sha256,
+                "mode": self.landmarker.mode}
+
+    def process(self, state: ClipState) -> None:
+        clip_id = state.record.clip_id
+        track = self.runner.track(self.work.clip_file(clip_id, VIDEO_NAME))
+        state.info["face_frames"] = int(track.has_face.sum())
+        state.info["face_rate"] = round(track.detection_rate, 6)
+        check_detection_rate(track, self.min_face_rate)
+        for member, array in face_arrays(track).members().items():
+            path = self.work.clip_file(clip_id, member)
+            tmp = path.with_name(f".{member}.tmp-{os.getpid()}")
+            tmp.write_bytes(npy_bytes(array))
+            os.replace(tmp, path)
+            state.outputs[member] = member

@@ -1,0 +1,50 @@
+"""Render stage: the official lip-coloured pose image of every frame, as ``pose.mp4``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from aniportrait.media.encode import encode_rgb_lossless
+from aniportrait.render import draw_pose_image
+from aniportrait.schema import ClipState
+from pipelines.stages.base import ClipStage
+
+POSE_NAME = "pose.mp4"
+
+
+def pose_frames(lmks: np.ndarray, has_face: np.ndarray, width: int, height: int) -> Iterator[np.ndarray]:
+    """Pose image per frame from normalised landmarks; a black frame where no face was found."""
+    for points, found in zip(lmks, has_face):
+        if found:
+            yield draw_pose_image(points[:, :2], width, height, normalized=True)
+        else:
+            yield np.zeros((height, width, 3), np.uint8)
+
+
+class RenderPose(ClipStage):
+    """Draw the clip's pose images from ``lmks.npy`` and encode them losslessly."""
+
+    name = "render"
+
+    def __init__(self, work_dir: str, upstream_hash: str = "") -> None:
+        super().__init__(work_dir, {"encoder": "libx264rgb-qp0"}, upstream_hash)
+
+    def constructor_kwargs(self) -> dict[str, object]:
+        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+
+    def process(self, state: ClipState) -> None:
+        clip_id = state.record.clip_id
+        lmks = np.load(self.work.clip_file(clip_id, "lmks.npy"))
+        has_face = np.load(self.work.clip_file(clip_id, "has_face.npy"))
+        width, height, fps = state.info["width"], state.info["height"], state.info["fps"]
+        path = self.work.clip_file(clip_id, POSE_NAME)
+        tmp = path.with_name(f".{POSE_NAME}.tmp-{os.getpid()}")
+        try:
+            encode_rgb_lossless(pose_frames(lmks, has_face, width, height), width, height, fps, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        state.outputs["pose.mp4"] = POSE_NAME
