@@ -21,8 +21,8 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "==> installing torch"
   # shellcheck disable=SC2086
-  .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0}
+  .venv/bin/pip install -q ${TORCH_SPEC:-torch==2.13.0} 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 echo "==> installing aniportrait-data and its dependencies"
-.venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/pip install -q -e ".[test]" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import cli, pipelines.build" # fail here, not later, if the install is broken
