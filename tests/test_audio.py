@@ -1,0 +1,63 @@
+"""wav2vec2 features through the real loading path with a tiny random model saved here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from aniportrait.audio import ModelLoadError, Wav2Vec2Features, frame_count, load_audio, normalize
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised, tiny Wav2Vec2Model saved with ``save_pretrained``."""
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    folder = tmp_path_factory.mktemp("wav2vec2")
+    Wav2Vec2Model(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_load_audio_resamples_to_16k_mono(media_dir: Path) -> None:
+    wave = load_audio(media_dir / "speech_lyl.wav")  # 7.74 s, 44.1 kHz stereo
+    assert wave.dtype == np.float32
+    assert abs(len(wave) / 16000 - 7.74) < 0.01
+    assert np.abs(wave).max() > 0.05, "real speech, not silence"
+    normed = normalize(wave)
+    assert abs(normed.mean()) < 1e-4 and abs(normed.std() - 1) < 1e-3
+
+
+@pytest.mark.parametrize("fps", [25, 30])
+def test_features_have_one_row_per_video_frame(tiny_wav2vec2: Path, media_dir: Path, fps: int) -> None:
+    wave = normalize(load_audio(media_dir / "speech_lyl.wav"))
+    frames = frame_count(len(wave), fps)
+    assert frames == int(np.ceil(len(wave) / 16000 * fps))
+    features = Wav2Vec2Features(str(tiny_wav2vec2))(wave, frames)
+    assert features.shape == (frames, 32) and np.isfinite(features).all()
+
+
+def test_interpolation_happens_before_the_encoder(tiny_wav2vec2: Path, media_dir: Path) -> None:
+    """Independent computation: interpolate the CNN features, then run the stock encoder."""
+    wave = normalize(load_audio(media_dir / "talking_hdtf_radio10_0.mp4"))
+    frames = 62
+    ours = Wav2Vec2Features(str(tiny_wav2vec2))(wave, frames)
+    model = Wav2Vec2Model.from_pretrained(tiny_wav2vec2).eval()
+    with torch.no_grad():
+        cnn = model.feature_extractor(torch.from_numpy(wave)[None])
+        aligned = F.interpolate(cnn, size=frames, mode="linear", align_corners=True).transpose(1, 2)
+        hidden = model.feature_projection(aligned)[0]
+        expected = model.encoder(hidden).last_hidden_state[0].numpy()
+        native = model(torch.from_numpy(wave)[None]).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+    assert native.shape[0] != frames, "without the alignment the encoder runs at ~50 Hz"
+
+
+def test_missing_model_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="--wav2vec2"):
+        Wav2Vec2Features(str(tmp_path / "no-such-model")).model
