@@ -56,6 +56,7 @@ def build(
     retries: Annotated[int, typer.Option(help="yt-dlp retries per download.", min=0)] = 3,
     face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
     landmarker_mode: Annotated[str, typer.Option(help="MediaPipe running mode: video (tracking) or image.")] = "video",
+    wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 checkpoint for audio features: local folder or hub id (default facebook/wav2vec2-base-960h; the sample skips audio features unless given; 'none' skips them).")] = None,
     min_face_rate: Annotated[float, typer.Option(help="Reject clips with a face in fewer than this share of frames.", min=0, max=1)] = 0.9,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every clip.")] = False,
 ) -> None:
@@ -84,7 +85,7 @@ def build(
             download_workers=download_workers, limit=limit, split=split, cut=CutSettings(size=size, fps=fps),
             shard_samples=shard_samples, download_retries=retries,
             face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
-            min_face_rate=min_face_rate,
+            min_face_rate=min_face_rate, wav2vec2=_audio_model(dataset, wav2vec2),
         )
         result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:
@@ -94,6 +95,19 @@ def build(
                       f"(reasons in {out}/manifest.parquet); exit code {EXIT_PARTIAL}")
         raise typer.Exit(EXIT_PARTIAL)
     console.print(f"[green]all {len(result.states)} clips written[/] to {out}")
+
+
+def _audio_model(dataset: str, wav2vec2: str | None) -> str | None:
+    """The wav2vec2 checkpoint to use, or ``None`` to skip audio features (and say so)."""
+    from aniportrait.audio import DEFAULT_WAV2VEC2
+
+    if wav2vec2 and wav2vec2.lower() == "none":
+        wav2vec2 = None
+    elif wav2vec2 is None and dataset != "sample":
+        wav2vec2 = DEFAULT_WAV2VEC2
+    if wav2vec2 is None:
+        console.print("[yellow]audio features skipped[/]: no wav2vec2 weights (give --wav2vec2 PATH_OR_HUB_ID)")
+    return wav2vec2
 
 
 @app.command()
@@ -119,6 +133,49 @@ def stats(out: Annotated[str, typer.Argument(help="A built dataset directory or 
         manifest_stats(out, console)
     except FileNotFoundError as exc:
         raise _fail_setup(f"{out} holds no manifest.parquet ({exc})") from exc
+
+
+@app.command()
+def export(
+    out: Annotated[str, typer.Argument(help="A built dataset directory or URI.")],
+    dest: Annotated[Path, typer.Argument(help="Local folder for the official layout (clips/<id>/ frames and .npy files, training_data.json).")],
+    min_frames: Annotated[int, typer.Option(help="Drop clips left with fewer frames that have a face.", min=1)] = 30,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every clip.")] = False,
+) -> None:
+    """Export to the official AniPortrait preprocessing layout (frame PNGs, per-frame landmarks, JSON index)."""
+    _setup_logging(verbose)
+    from pipelines.export import export_official
+
+    try:
+        summary = export_official(out, dest, min_frames=min_frames)
+    except FileNotFoundError as exc:
+        raise _fail_setup(f"{out} holds no built dataset ({exc})") from exc
+    console.print(f"[green]{summary['clips_written']} clips, {summary['frames_written']} frames[/] written to "
+                  f"{summary['dest']}; {summary['frames_skipped']} frames without a face skipped")
+    for clip_id, reason in summary["clips_dropped"].items():
+        console.print(f"[yellow]dropped[/] {clip_id}: {reason}")
+    console.print(f"index for the official training config (data.json_path): {summary['index']}")
+
+
+@app.command()
+def preview(
+    out: Annotated[str, typer.Argument(help="A built dataset directory or URI.")],
+    clip_id: Annotated[str, typer.Argument(help="The clip to preview.")],
+    dest: Annotated[Path, typer.Option(help="Folder for <clip>_sheet.png and <clip>_overlay.mp4.")] = Path("preview"),
+    columns: Annotated[int, typer.Option(help="Tiles per row of the contact sheet.", min=1)] = 4,
+    frames: Annotated[int, typer.Option(help="Evenly spaced frames on the contact sheet.", min=1)] = 8,
+) -> None:
+    """Write a contact sheet and an overlay video (frames + pose image + audio) of one clip."""
+    from aniportrait.media.probe import MediaError
+    from pipelines.preview import make_preview
+
+    try:
+        sheet, video = make_preview(out, clip_id, dest, columns=columns, frames=frames)
+    except FileNotFoundError as exc:
+        raise _fail_setup(f"{out} holds no built dataset ({exc})") from exc
+    except (KeyError, ValueError, MediaError) as exc:
+        raise _fail_setup(str(exc)) from exc
+    console.print(f"wrote {sheet} and {video}")
 
 
 if __name__ == "__main__":

@@ -74,15 +74,31 @@ class Wav2Vec2Features:
 
     def __call__(self, wave: np.ndarray, num_frames: int) -> np.ndarray:
         """Features (num_frames, hidden) float32 of a normalised 16 kHz mono ``wave``."""
+        return self.batch([wave], [num_frames])[0]
+
+    def batch(self, waves: list[np.ndarray], num_frames: list[int]) -> list[np.ndarray]:
+        """Features of several utterances with one encoder pass.
+
+        The CNN runs per utterance (its group norm spans the whole utterance, so padding
+        would change it); the aligned features are padded to the longest and the encoder
+        gets an attention mask. Padded positions are zeros, exactly what the positional
+        convolution pads with anyway, so each result equals the one-by-one result.
+        """
         import torch
         import torch.nn.functional as F
 
-        if num_frames < 1:
+        if any(n < 1 for n in num_frames):
             raise ValueError("num_frames must be positive")
         with torch.inference_mode():
-            values = torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None].to(self.device)
-            cnn = self.model.feature_extractor(values)                     # (1, C, ~50 Hz)
-            cnn = F.interpolate(cnn, size=num_frames, mode="linear", align_corners=True)
-            hidden, _ = self.model.feature_projection(cnn.transpose(1, 2))  # (1, T, hidden)
-            encoded = self.model.encoder(hidden).last_hidden_state
-        return encoded[0].float().cpu().numpy()
+            aligned = []
+            for wave, frames in zip(waves, num_frames):
+                values = torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None].to(self.device)
+                cnn = self.model.feature_extractor(values)                 # (1, C, ~50 Hz)
+                aligned.append(F.interpolate(cnn, size=frames, mode="linear", align_corners=True)[0].T)
+            longest = max(num_frames)
+            padded = torch.stack([F.pad(a, (0, 0, 0, longest - len(a))) for a in aligned])
+            mask = torch.stack([torch.arange(longest, device=self.device) < n for n in num_frames])
+            hidden, _ = self.model.feature_projection(padded)               # (B, T, hidden)
+            encoded = self.model.encoder(hidden, attention_mask=mask if len(waves) > 1 else None)
+            states = encoded.last_hidden_state.float().cpu().numpy()
+        return [states[i, :n] for i, n in enumerate(num_frames)]

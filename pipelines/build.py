@@ -19,6 +19,7 @@ import ray
 from rich.console import Console
 
 import datasets_spec
+from aniportrait.audio import ModelLoadError
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import LandmarkerSettings
 from aniportrait.schema import ClipRecord, ClipState
@@ -34,7 +35,9 @@ from pipelines.pack import (
     write_release,
 )
 from pipelines.progress import failure_table, make_progress, summary_table
-from pipelines.stages import ClipStage, CutClip, ExtractFace, FetchSource, RenderPose
+from pipelines.stages import AudioFeatures, ClipStage, CutClip, ExtractFace, FetchSource, RenderPose
+from pipelines.stages.audio import model_revision
+from pipelines.stages.chain import StageChain, chain_specs
 from pipelines.versions import tool_versions
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,12 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
         (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate}),
         (RenderPose, {}),
     ]
+    if cfg.wav2vec2:
+        try:
+            revision = model_revision(cfg.wav2vec2)
+        except ModelLoadError as exc:
+            raise SetupError(str(exc)) from exc
+        chain.append((AudioFeatures, {"model": cfg.wav2vec2, "revision": revision}))
     stages: list[ClipStage] = []
     upstream = ""
     for cls, kwargs in chain:
@@ -166,9 +175,16 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     ds = ds.map(FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
                                                     "retries": cfg.download_retries},
                 compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(rows))), num_cpus=0)
-    for stage in stages:
-        ds = ds.map(type(stage), fn_constructor_kwargs=stage.constructor_kwargs(),
-                    compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    # With GPUs in the cluster, the chain splits at its first GPU stage: CPU actors run
+    # the stages before it, GPU actors the rest.
+    split = next((i for i, s in enumerate(stages) if s.uses_gpu), len(stages)) if gpus else len(stages)
+    on_cpu, on_gpu = stages[:split], stages[split:]
+    ds = ds.map(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_cpu)},
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)
+    if on_gpu:
+        ds = ds.map(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_gpu)},
+                    compute=ray.data.ActorPoolStrategy(size=min(gpus, len(pending))), num_cpus=0, num_gpus=1)
     task = progress.add_task("clips", total=len(pending), note="")
     finished: list[ClipState] = []
     for row in ds.iter_rows():

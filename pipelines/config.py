@@ -12,7 +12,8 @@ from typing import Any
 from aniportrait.media.cut import CutSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs).
-RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model")
+RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model",
+                  "wav2vec2")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class BuildConfig:
     face_model: str | None = None
     landmarker_mode: str = "video"
     min_face_rate: float = 0.9
+    wav2vec2: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import pyarrow.parquet as pq
-import webdataset as wds
 from rich.console import Console
 from rich.table import Table
 
 from aniportrait.storage import OutputDir
+from pipelines.export import iter_samples
 from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
 
 
@@ -37,14 +35,10 @@ def inspect_release(uri: str, samples: int, console: Console) -> None:
     table = Table(title=f"first samples of {name}")
     for column in ("key", "members", "frames", "duration (s)"):
         table.add_column(column)
-    with tempfile.TemporaryDirectory() as folder:
-        local = Path(folder) / name  # webdataset reads local paths; the output may be remote
-        local.write_bytes(out.read_bytes(name))
-        for sample in itertools.islice(wds.WebDataset(str(local), shardshuffle=False), samples):
-            meta = json.loads(sample["json"])
-            members = ", ".join(f"{k} ({len(v)} B)" for k, v in sorted(sample.items()) if not k.startswith("__"))
-            table.add_row(sample["__key__"], members, str(meta["info"].get("frames")),
-                          str(meta["info"].get("duration_s")))
+    for sample in itertools.islice(iter_samples(uri, [name]), samples):
+        meta = json.loads(sample["json"])
+        members = ", ".join(f"{k} ({len(v)} B)" for k, v in sorted(sample.items()) if not k.startswith("__"))
+        table.add_row(sample["__key__"], members, str(meta["info"].get("frames")), str(meta["info"].get("duration_s")))
     console.print(table)
 
 

@@ -8,20 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import Wav2Vec2Config, Wav2Vec2Model
+from transformers import Wav2Vec2Model
 
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, frame_count, load_audio, normalize
-
-
-@pytest.fixture(scope="module")
-def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised, tiny Wav2Vec2Model saved with ``save_pretrained``."""
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    folder = tmp_path_factory.mktemp("wav2vec2")
-    Wav2Vec2Model(config).eval().save_pretrained(folder)
-    return folder
 
 
 def test_load_audio_resamples_to_16k_mono(media_dir: Path) -> None:
@@ -61,3 +50,13 @@ def test_interpolation_happens_before_the_encoder(tiny_wav2vec2: Path, media_dir
 def test_missing_model_names_the_option(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="--wav2vec2"):
         Wav2Vec2Features(str(tmp_path / "no-such-model")).model
+
+
+def test_a_padded_batch_equals_one_by_one(tiny_wav2vec2: Path, media_dir: Path) -> None:
+    wave = normalize(load_audio(media_dir / "speech_lyl.wav"))
+    waves = [wave[:16000], wave[16000:64000], wave[:40000]]
+    frames = [frame_count(len(w), 30) for w in waves]
+    extractor = Wav2Vec2Features(str(tiny_wav2vec2))
+    batched = extractor.batch(waves, frames)
+    for single, together in zip([extractor(w, n) for w, n in zip(waves, frames)], batched):
+        np.testing.assert_allclose(together, single, atol=1e-4)

@@ -43,10 +43,11 @@ def local_ray() -> None:
 
 
 def _build(out: Path, *, dataset: str = "sample", metadata: Path | None = None, mirror: Path | None = None,
-           workers: int = 2):
+           workers: int = 2, wav2vec2: Path | None = None):
     cfg = BuildConfig(dataset=dataset, out=str(out), work_dir=str(out / "_work"),
                       metadata=str(metadata) if metadata else None,
-                      mirror=str(mirror or sample.default_mirror()), workers=workers)
+                      mirror=str(mirror or sample.default_mirror()), workers=workers,
+                      wav2vec2=str(wav2vec2) if wav2vec2 else None)
     return run_build(cfg, Console(file=open(os.devnull, "w")))
 
 
@@ -199,6 +200,31 @@ def test_a_source_is_downloaded_once_for_all_its_clips(local_ray: None, tmp_path
     downloads = requested.count("/remote.mp4")
     assert 1 <= downloads <= 2, f"one yt-dlp download (probe + fetch), got {requested}"
     assert sorted(p.name for p in (tmp_path / "out" / "_work" / "sources").iterdir()) == ["Remote.lock", "Remote.mp4"]
+
+
+def test_audio_features_align_with_frames(local_ray: None, tmp_path: Path, tiny_wav2vec2: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copyfile(sample.default_mirror() / "Radio10.mp4", mirror / "Radio10.mp4")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(mirror / "Radio10.mp4"), "-an", "-c", "copy",
+                    str(mirror / "Silent.mp4")], check=True)
+    metadata = _write_lists(tmp_path / "meta", {
+        "Radio10": ("https://www.youtube.com/watch?v=ZoRK17RCZHY", ["00:00-00:02"]),
+        "Silent": ("https://www.youtube.com/watch?v=ZoRK17RCZHA", ["00:00-00:01"]),
+    })
+    out = tmp_path / "out"
+    result = _build(out, metadata=metadata, mirror=mirror, wav2vec2=tiny_wav2vec2)
+    assert result.failed == 0
+    samples = {s["__key__"]: s for s in wds.WebDataset(str(out / "sample-train-000000.tar"), shardshuffle=False)}
+    features = np.load(io.BytesIO(samples["Radio10_0"]["wav2vec.npy"]))
+    assert features.dtype == np.float16 and features.shape == (60, 32)
+    assert "wav2vec.npy" not in samples["Silent_0"] and "wav" not in samples["Silent_0"]
+    rows = {r["clip_id"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert rows["Radio10_0"]["audio_features"] == "wav2vec2"
+    assert rows["Radio10_0"]["audio_model"].startswith(f"{tiny_wav2vec2.name}@sha256:")
+    assert rows["Silent_0"]["audio_features"] == "none: source has no audio stream"
+    release = json.loads((out / "release.json").read_text())
+    assert release["models"]["audio"]["revision"].startswith("sha256:")
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen:

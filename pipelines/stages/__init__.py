@@ -1,9 +1,10 @@
-"""Build stages: one small class per transform, each callable on one Ray Data row."""
+"""Build stages: one small class per transform; `StageChain` runs them per clip in a Ray actor."""
 
+from pipelines.stages.audio import AudioFeatures
 from pipelines.stages.base import ClipStage, describe_error
 from pipelines.stages.cut import CutClip
 from pipelines.stages.face import ExtractFace
 from pipelines.stages.fetch import FetchSource
 from pipelines.stages.render import RenderPose
 
-__all__ = ["ClipStage", "CutClip", "ExtractFace", "FetchSource", "RenderPose", "describe_error"]
+__all__ = ["AudioFeatures", "ClipStage", "CutClip", "ExtractFace", "FetchSource", "RenderPose", "describe_error"]

@@ -29,7 +29,7 @@ def describe_error(exc: BaseException) -> str:
 class ClipStage:
     """Base of per-clip stages.
 
-    Subclasses set ``name`` and implement :meth:`process`, which reads and updates a
+    Subclasses set ``name`` and implement :meth:`process` and :meth:`constructor_kwargs`, which reads and updates a
     :class:`ClipState` (outputs into the clip's work folder). The base class skips clips
     that failed earlier, reuses a finished result whose settings hash matches (resume),
     records any error on the clip instead of raising, and writes the done marker last.
@@ -39,6 +39,8 @@ class ClipStage:
 
     name = "stage"
     version = 1
+    #: Ask Ray for a GPU per actor when the cluster has GPUs.
+    uses_gpu = False
 
     def __init__(self, work_dir: str, settings: dict[str, Any], upstream_hash: str = "") -> None:
         self.work = WorkArea(work_dir)
@@ -47,12 +49,6 @@ class ClipStage:
         self.stage_hash = config_hash(
             {"stage": self.name, "version": self.version, "settings": settings, "upstream": upstream_hash}
         )
-
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        state = ClipState.from_row(row)
-        if state.ok:
-            self.run(state)
-        return state.to_row()
 
     def run(self, state: ClipState) -> ClipState:
         """Process ``state`` in place, or restore it from a finished marker."""

@@ -1,0 +1,175 @@
+"""Export to the official AniPortrait layout and clip previews, on one real sample build."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import ray
+import webdataset as wds
+from rich.console import Console
+
+from aniportrait.media.probe import count_video_frames, probe
+from datasets_spec import sample
+from pipelines.build import run_build
+from pipelines.config import BuildConfig
+from pipelines.export import INDEX_NAME, export_official, face_frame_indices
+from pipelines.pack import RELEASE_NAME
+from pipelines.preview import contact_sheet, make_preview, tile_indices
+
+pytestmark = pytest.mark.slow
+
+CLIP = "LylTalking_0"  # the first sample clip: 90 frames, a face in every one
+FRAMES = 90
+SIZE = 512
+OVAL_GREEN = np.array([10, 200, 10], np.uint8)  # face-oval colour of the pose image (same in RGB and BGR)
+MISSING = 5
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def built(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-clip sample build."""
+    out = tmp_path_factory.mktemp("sample") / "out"
+    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"),
+                      mirror=str(sample.default_mirror()), workers=2, limit=1)
+    result = run_build(cfg, Console(file=open(os.devnull, "w")))
+    assert result.failed == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def shard_sample(built: Path) -> dict:
+    (item,) = wds.WebDataset(str(built / "sample-train-000000.tar"), shardshuffle=False)
+    return item
+
+
+@pytest.fixture(scope="module")
+def exported(built: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    dest = tmp_path_factory.mktemp("official")
+    return export_official(str(built), dest), dest
+
+
+def _array(item: dict, member: str) -> np.ndarray:
+    return np.load(io.BytesIO(item[member]))
+
+
+def _clip_data(dest: Path, clip: str = CLIP) -> dict:
+    return json.loads((dest / INDEX_NAME).read_text())[clip]["clip_data_list"][0]
+
+
+def test_export_writes_the_official_layout(exported: tuple[dict, Path], shard_sample: dict) -> None:
+    summary, dest = exported
+    assert (summary["clips_written"], summary["frames_written"], summary["frames_skipped"]) == (1, FRAMES, 0)
+    assert summary["clips_dropped"] == {} and summary["skipped_by_clip"] == {}
+    index = json.loads((dest / INDEX_NAME).read_text())
+    assert list(index) == [CLIP]
+    assert index[CLIP]["video_clip_num"] == 1 and len(index[CLIP]["clip_data_list"]) == 1
+    data = index[CLIP]["clip_data_list"][0]
+    assert set(data) == {"frame_name_list", "frame_path_list", "lmks_list"}
+    assert data["frame_name_list"] == [f"{CLIP}/{i:06d}.png" for i in range(FRAMES)]
+    folder = dest / "clips" / CLIP
+    assert data["frame_path_list"] == [str(folder / f"{i:06d}.png") for i in range(FRAMES)]
+    # The official index builder pairs sorted '*.png' with sorted '*lmks.npy' by the name before '_'.
+    pngs, lmks_files = sorted(folder.glob("*.png")), sorted(folder.glob("*lmks.npy"))
+    assert [p.stem for p in pngs] == [p.name.split("_")[0] for p in lmks_files]
+    assert [str(p) for p in lmks_files] == data["lmks_list"]
+    lmks, blendshapes = _array(shard_sample, "lmks.npy"), _array(shard_sample, "blendshapes.npy")
+    trans_mat, lmks3d = _array(shard_sample, "trans_mat.npy"), _array(shard_sample, "lmks3d.npy")
+    for i, path in enumerate(data["lmks_list"]):
+        stem = path[: -len("_lmks.npy")]
+        arrays = {name: np.load(f"{stem}_{name}.npy") for name in ("lmks", "lmks3d", "trans_mat", "bs")}
+        assert {k: (v.shape, v.dtype) for k, v in arrays.items()} == {
+            "lmks": ((478, 3), np.float32), "lmks3d": ((468, 3), np.float32),
+            "trans_mat": ((4, 4), np.float32), "bs": ((51,), np.float32)}
+        np.testing.assert_array_equal(arrays["lmks"], lmks[i])
+        np.testing.assert_array_equal(arrays["lmks3d"], lmks3d[i])
+        np.testing.assert_array_equal(arrays["trans_mat"], trans_mat[i])
+        np.testing.assert_array_equal(arrays["bs"], blendshapes[i, 1:])
+    frame = cv2.imread(data["frame_path_list"][0])
+    assert frame.shape == (SIZE, SIZE, 3) and frame.mean() > 20
+
+
+def test_export_drops_short_clips_and_their_old_folder(built: Path, tmp_path: Path) -> None:
+    export_official(str(built), tmp_path)
+    summary = export_official(str(built), tmp_path, min_frames=FRAMES + 1)
+    assert summary["clips_written"] == 0
+    assert summary["clips_dropped"] == {CLIP: f"{FRAMES} frames with a face, fewer than {FRAMES + 1}"}
+    assert json.loads((tmp_path / INDEX_NAME).read_text()) == {}
+    assert list((tmp_path / "clips").iterdir()) == []
+
+
+def test_face_frame_indices_skips_missing_faces_and_non_finite_rows() -> None:
+    has_face = np.array([True, True, False, True, True])
+    lmks = np.zeros((5, 478, 3), np.float32)
+    bs = np.zeros((5, 51), np.float32)
+    bs[3, 7] = np.nan
+    np.testing.assert_array_equal(face_frame_indices(has_face, [lmks, bs]), [0, 1, 4])
+
+
+def _out_with_missing_face(built: Path, item: dict, folder: Path) -> Path:
+    """A copy of the build whose clip lost its face in frame ``MISSING`` (NaN rows, has_face False)."""
+    folder.mkdir()
+    changed = {k: v for k, v in item.items() if k in ("__key__", "json", "mp4", "wav", "pose.mp4")}
+    for member in ("lmks.npy", "lmks3d.npy", "trans_mat.npy", "pose6d.npy", "blendshapes.npy", "has_face.npy"):
+        array = _array(item, member).copy()
+        array[MISSING] = False if array.dtype == bool else np.nan
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        changed[member] = buffer.getvalue()
+    with wds.TarWriter(str(folder / "sample-train-000000.tar")) as writer:
+        writer.write(changed)
+    (folder / RELEASE_NAME).write_text((built / RELEASE_NAME).read_text())
+    return folder
+
+
+def test_a_missing_face_is_skipped_without_shifting_later_frames(
+        built: Path, shard_sample: dict, exported: tuple[dict, Path], tmp_path: Path) -> None:
+    out = _out_with_missing_face(built, shard_sample, tmp_path / "out")
+    summary = export_official(str(out), tmp_path / "official")
+    assert summary["frames_skipped"] == 1 and summary["skipped_by_clip"] == {CLIP: 1}
+    data = _clip_data(tmp_path / "official")
+    kept = [i for i in range(FRAMES) if i != MISSING]
+    assert data["frame_name_list"] == [f"{CLIP}/{i:06d}.png" for i in kept]
+    folder = tmp_path / "official" / "clips" / CLIP
+    assert not list(folder.glob(f"{MISSING:06d}*"))
+    assert len(list(folder.glob("*.png"))) == len(list(folder.glob("*_lmks.npy"))) == FRAMES - 1
+    after = MISSING + 1  # the next frame keeps its own image and its own landmarks
+    reference = exported[1] / "clips" / CLIP / f"{after:06d}.png"
+    np.testing.assert_array_equal(cv2.imread(str(folder / f"{after:06d}.png")), cv2.imread(str(reference)))
+    np.testing.assert_array_equal(np.load(folder / f"{after:06d}_lmks.npy"), _array(shard_sample, "lmks.npy")[after])
+
+
+def test_tile_indices_and_contact_sheet_grid() -> None:
+    assert tile_indices(90, 8) == [0, 13, 25, 38, 51, 64, 76, 89]
+    assert tile_indices(3, 8) == [0, 1, 2]
+    sheet = contact_sheet([np.full((4, 6, 3), 255, np.uint8)] * 5, columns=2)
+    assert sheet.shape == (12, 12, 3) and sheet[8:, 6:].max() == 0 and sheet[8:, :6].min() == 255
+
+
+def test_preview_sheet_and_overlay_video(built: Path, tmp_path: Path) -> None:
+    sheet_path, video_path = make_preview(str(built), CLIP, tmp_path, columns=4, frames=8)
+    sheet = cv2.imread(str(sheet_path))
+    assert sheet.shape == (2 * SIZE, 4 * SIZE, 3)
+    for row in range(2):
+        for col in range(4):
+            tile = sheet[row * SIZE:(row + 1) * SIZE, col * SIZE:(col + 1) * SIZE]
+            assert (tile == OVAL_GREEN).all(axis=2).sum() > 100  # the pose image is drawn on every tile
+    assert count_video_frames(video_path) == FRAMES
+    assert probe(video_path).has_audio
+
+
+def test_preview_of_an_unknown_clip_lists_available_ids(built: Path, tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match=f"'nope' is not in .*available: {CLIP}"):
+        make_preview(str(built), "nope", tmp_path)
