@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, load_audio, normalize
 from aniportrait.schema import ClipState
+from aniportrait.storage import write_local_atomic
 from pipelines.stages.base import ClipStage
 from pipelines.stages.cut import AUDIO_NAME
 from pipelines.stages.face import npy_bytes
@@ -74,10 +74,7 @@ class AudioFeatures(ClipStage):
             state.info["audio_features"] = f"none: silent audio (peak {peak:.1e})"
             return
         features = self.extractor(normalize(wave), int(state.info["frames"])).astype(np.float16)
-        path = self.work.clip_file(clip_id, FEATURES_NAME)
-        tmp = path.with_name(f".{FEATURES_NAME}.tmp-{os.getpid()}")
-        tmp.write_bytes(npy_bytes(features))
-        os.replace(tmp, path)
+        write_local_atomic(self.work.clip_file(clip_id, FEATURES_NAME), npy_bytes(features))
         state.outputs[FEATURES_NAME] = FEATURES_NAME
         state.info["audio_features"] = "wav2vec2"
         state.info["audio_model"] = f"{self.model_info()['model']}@{self.revision}"

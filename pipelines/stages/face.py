@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from aniportrait.face import check_detection_rate, face_arrays
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file_sha256
 from aniportrait.schema import ClipState
+from aniportrait.storage import write_local_atomic
 from pipelines.stages.base import ClipStage
 from pipelines.stages.cut import VIDEO_NAME
 
@@ -58,8 +58,5 @@ class ExtractFace(ClipStage):
         state.info["face_rate"] = round(track.detection_rate, 6)
         check_detection_rate(track, self.min_face_rate)
         for member, array in face_arrays(track).members().items():
-            path = self.work.clip_file(clip_id, member)
-            tmp = path.with_name(f".{member}.tmp-{os.getpid()}")
-            tmp.write_bytes(npy_bytes(array))
-            os.replace(tmp, path)
+            write_local_atomic(self.work.clip_file(clip_id, member), npy_bytes(array))
             state.outputs[member] = member
