@@ -60,3 +60,28 @@ def test_a_padded_batch_equals_one_by_one(tiny_wav2vec2: Path, media_dir: Path) 
     batched = extractor.batch(waves, frames)
     for single, together in zip([extractor(w, n) for w, n in zip(waves, frames)], batched):
         np.testing.assert_allclose(together, single, atol=1e-4)
+
+
+def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, tmp_path: Path) -> None:
+    import wave as wavefile
+
+    from aniportrait.schema import ClipRecord, ClipState
+    from pipelines.stages.audio import AudioFeatures
+
+    stage = AudioFeatures(str(tmp_path), str(tiny_wav2vec2), "sha256:test")
+    record = ClipRecord(dataset="t", clip_id="quiet", source_id="s", source_url=None, mirror_names=(),
+                        start_s=0.0, end_s=1.0)
+    with wavefile.open(str(stage.work.clip_file("quiet", "audio.wav")), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(bytes(2 * 16000))
+    silent = ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": 30})
+    stage.run(silent)
+    assert silent.ok and silent.info["audio_features"] == "none: silent audio (peak 0.0e+00)"
+    assert "wav2vec.npy" not in silent.outputs
+    video_only = ClipState(ClipRecord(dataset="t", clip_id="mute", source_id="s", source_url=None, mirror_names=(),
+                                      start_s=0.0, end_s=1.0, expect_audio=False),
+                           info={"frames": 30, "audio_note": "dataset is video-only"})
+    stage.run(video_only)
+    assert video_only.ok and video_only.info["audio_features"] == "none: dataset is video-only"
