@@ -127,14 +127,15 @@ class FaceLandmarkerRunner:
                         result = landmarker.detect_for_video(image, round(index * 1000 / fps))
                     else:
                         result = landmarker.detect(image)
-                    rows.append(_frame_arrays(result))
+                    rows.append(result_arrays(result))
                     index += 1
         finally:
             landmarker.close()
-        return _stack(rows, width, height, fps)
+        return stack_track(rows, width, height, fps)
 
 
-def _frame_arrays(result) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+def result_arrays(result) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """One frame's (landmarks, blendshapes, matrix, found) from a FaceLandmarker result."""
     if not result.face_landmarks:
         return (np.full((NUM_LANDMARKS, 3), np.nan, np.float32), np.full(NUM_BLENDSHAPES, np.nan, np.float32),
                 np.full((4, 4), np.nan, np.float32), False)
@@ -144,7 +145,8 @@ def _frame_arrays(result) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     return lmks, scores, matrix, True
 
 
-def _stack(rows: list, width: int, height: int, fps: float) -> FaceTrack:
+def stack_track(rows: list, width: int, height: int, fps: float) -> FaceTrack:
+    """Stack per-frame ``result_arrays`` rows into a :class:`FaceTrack`."""
     if not rows:
         return FaceTrack(np.zeros((0, NUM_LANDMARKS, 3), np.float32), np.zeros((0, NUM_BLENDSHAPES), np.float32),
                          np.zeros((0, 4, 4), np.float32), np.zeros(0, bool), width, height, fps)

@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aniportrait.face import DEFAULT_MODEL
-from aniportrait.landmarks import FaceLandmarkerRunner, FaceTrack, LandmarkerSettings, _frame_arrays, _stack
+from aniportrait.landmarks import FaceLandmarkerRunner, FaceTrack, LandmarkerSettings, result_arrays, stack_track
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MEDIA = REPO.parent / "shared" / "fixtures" / "media"
@@ -137,8 +137,8 @@ def baseline_track(video: Path, landmarker, tmp: Path) -> FaceTrack:
             raise RuntimeError(f"cv2.imread could not read {png} (decord imported before cv2?)")
         height, width = bgr.shape[:2]
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        rows.append(_frame_arrays(landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))))
-    return _stack(rows, width, height, 0.0)
+        rows.append(result_arrays(landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))))
+    return stack_track(rows, width, height, 0.0)
 
 
 def single_process_runs(videos: list[str], model_path: str, repeats: int) -> SingleResult:
