@@ -1,4 +1,4 @@
-"""The contract every per-clip stage follows: cache, run, record errors, pass rows on."""
+"""The contract every per-clip stage follows: cache, run, record errors, write a marker."""
 
 from __future__ import annotations
 
@@ -29,10 +29,11 @@ def describe_error(exc: BaseException) -> str:
 class ClipStage:
     """Base of per-clip stages.
 
-    Subclasses set ``name`` and implement :meth:`process` and :meth:`constructor_kwargs`, which reads and updates a
-    :class:`ClipState` (outputs into the clip's work folder). The base class skips clips
-    that failed earlier, reuses a finished result whose settings hash matches (resume),
-    records any error on the clip instead of raising, and writes the done marker last.
+    Subclasses set ``name`` and implement :meth:`process`, which reads and updates a
+    :class:`ClipState` (outputs into the clip's work folder), and
+    :meth:`constructor_kwargs`, which rebuilds the stage in a Ray actor. :meth:`run`
+    reuses a finished result whose settings hash matches (resume), records any error on
+    the clip instead of raising, and writes the done marker last.
     ``upstream_hash`` chains the hash of the previous stage, so a change early in the
     chain invalidates everything after it.
     """
