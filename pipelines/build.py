@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RELEASE_FORMAT = "aniportrait-data/release/1"
 MAX_BLOCKS = 20_000
+#: Clips per batch for GPU stages (the wav2vec2 encoder batches them by length).
+GPU_BATCH_CLIPS = 16
 
 
 class SetupError(RuntimeError):
@@ -180,11 +182,12 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     # the stages before it, GPU actors the rest.
     split = next((i for i, s in enumerate(stages) if s.uses_gpu), len(stages)) if gpus else len(stages)
     on_cpu, on_gpu = stages[:split], stages[split:]
-    ds = ds.map(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_cpu)},
-                compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)
+    ds = ds.map_batches(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_cpu)}, batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)
     if on_gpu:
-        ds = ds.map(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_gpu)},
-                    compute=ray.data.ActorPoolStrategy(size=min(gpus, len(pending))), num_cpus=0, num_gpus=1)
+        ds = ds.map_batches(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_gpu)},
+                            batch_size=GPU_BATCH_CLIPS, num_cpus=0, num_gpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=min(gpus, len(pending))))
     task = progress.add_task("clips", total=len(pending), note="")
     finished: list[ClipState] = []
     for row in ds.iter_rows():

@@ -85,3 +85,40 @@ def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, t
                            info={"frames": 30, "audio_note": "dataset is video-only"})
     stage.run(video_only)
     assert video_only.ok and video_only.info["audio_features"] == "none: dataset is video-only"
+
+
+def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Path, tmp_path: Path,
+                                                               media_dir: Path) -> None:
+    import wave as wavefile
+
+    from aniportrait.schema import ClipRecord, ClipState
+    from pipelines.stages.audio import AudioFeatures, length_buckets
+
+    assert [len(g) for g in length_buckets([30, 31, 90, 100, 37, 200], key=lambda n: n)] == [3, 2, 1]
+    speech = load_audio(media_dir / "speech_lyl.wav")
+    states = {}
+    for folder in ("one", "batch"):
+        stage = AudioFeatures(str(tmp_path / folder), str(tiny_wav2vec2), "sha256:test")
+        clips = []
+        for frames in (60, 66, 72):  # one length bucket: encoded as a single padded batch
+            clip_id, samples = f"c{frames}", frames * 16000 // 30
+            with wavefile.open(str(stage.work.clip_file(clip_id, "audio.wav")), "wb") as handle:
+                handle.setnchannels(1)
+                handle.setsampwidth(2)
+                handle.setframerate(16000)
+                handle.writeframes((speech[:samples] * 32767).astype("<i2").tobytes())
+            record = ClipRecord(dataset="t", clip_id=clip_id, source_id="s", source_url=None, mirror_names=(),
+                                start_s=0.0, end_s=frames / 30)
+            clips.append(ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": frames}))
+        if folder == "one":
+            for state in clips:
+                stage.run(state)
+        else:
+            stage.run_batch(clips)
+        states[folder] = clips
+    for single, batched in zip(states["one"], states["batch"]):
+        assert batched.ok and batched.info["audio_features"] == "wav2vec2"
+        a = np.load(tmp_path / "one" / "clips" / single.record.clip_id / "wav2vec.npy").astype(np.float32)
+        b = np.load(tmp_path / "batch" / "clips" / batched.record.clip_id / "wav2vec.npy").astype(np.float32)
+        assert a.shape == b.shape == (single.info["frames"], 32)
+        np.testing.assert_allclose(a, b, atol=2e-2)  # float16 storage

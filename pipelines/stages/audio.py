@@ -64,20 +64,64 @@ class AudioFeatures(ClipStage):
                 "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
-        clip_id = state.record.clip_id
+        wave = self.load(state)
+        if wave is not None:
+            self.store(state, self.extractor(wave, int(state.info["frames"])))
+
+    def run_batch(self, states: list[ClipState]) -> None:
+        """Encode clips of similar length together (one encoder pass per length bucket)."""
+        waiting: list[tuple[ClipState, np.ndarray]] = []
+        todo = [s for s in states if not self.restore(s)]
+        for state in todo:
+            self.work.clear_temporaries(state.record.clip_id)
+            try:
+                wave = self.load(state)
+            except Exception as exc:  # recorded per clip
+                self.record_failure(state, exc)
+                continue
+            if wave is not None:
+                waiting.append((state, wave))
+        for group in length_buckets(waiting, key=lambda item: int(item[0].info["frames"])):
+            try:
+                features = self.extractor.batch([w for _, w in group], [int(s.info["frames"]) for s, _ in group])
+                for (state, _), rows in zip(group, features):
+                    self.store(state, rows)
+            except Exception as exc:  # recorded on each clip of the bucket
+                for state, _ in group:
+                    self.record_failure(state, exc)
+        for state in todo:
+            self.write_marker(state)
+
+    def load(self, state: ClipState) -> np.ndarray | None:
+        """The clip's normalised audio, or ``None`` (with the reason in ``info``) when it has none."""
         if AUDIO_NAME not in state.outputs.values():
             state.info["audio_features"] = f"none: {state.info.get('audio_note') or 'no audio'}"
-            return
-        wave = load_audio(self.work.clip_file(clip_id, AUDIO_NAME))
+            return None
+        wave = load_audio(self.work.clip_file(state.record.clip_id, AUDIO_NAME))
         peak = float(np.abs(wave).max()) if len(wave) else 0.0
         if peak < SILENCE_PEAK:
             state.info["audio_features"] = f"none: silent audio (peak {peak:.1e})"
-            return
-        features = self.extractor(normalize(wave), int(state.info["frames"])).astype(np.float16)
-        write_local_atomic(self.work.clip_file(clip_id, FEATURES_NAME), npy_bytes(features))
+            return None
+        return normalize(wave)
+
+    def store(self, state: ClipState, features: np.ndarray) -> None:
+        """Write the clip's features as float16 ``wav2vec.npy``."""
+        write_local_atomic(self.work.clip_file(state.record.clip_id, FEATURES_NAME),
+                           npy_bytes(features.astype(np.float16)))
         state.outputs[FEATURES_NAME] = FEATURES_NAME
         state.info["audio_features"] = "wav2vec2"
         state.info["audio_model"] = f"{self.model_info()['model']}@{self.revision}"
+
+
+def length_buckets(items: list, key, max_ratio: float = 1.25) -> list[list]:
+    """Group items sorted by ``key`` so that each group's longest is at most ``max_ratio`` x its shortest."""
+    groups: list[list] = []
+    for item in sorted(items, key=key):
+        if groups and key(item) <= key(groups[-1][0]) * max_ratio:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
 
 
 def _default_device() -> str:

@@ -53,23 +53,41 @@ class ClipStage:
 
     def run(self, state: ClipState) -> ClipState:
         """Process ``state`` in place, or restore it from a finished marker."""
-        cached = self.cached_state(state)
-        if cached is not None:
-            state.status, state.error, state.failed_stage = cached.status, cached.error, cached.failed_stage
-            state.outputs, state.info = cached.outputs, cached.info
-            state.cached_stages.append(self.name)
+        if self.restore(state):
             return state
         self.work.clear_temporaries(state.record.clip_id)
         try:
             self.process(state)
         except Exception as exc:  # recorded per clip; the build goes on with the others
-            log.warning("clip %s failed in %s: %s", state.record.clip_id, self.name, exc)
-            state.fail(self.name, describe_error(exc))
+            self.record_failure(state, exc)
+        self.write_marker(state)
+        return state
+
+    def run_batch(self, states: list[ClipState]) -> None:
+        """Process several clips; stages that gain from batching override this."""
+        for state in states:
+            self.run(state)
+
+    def restore(self, state: ClipState) -> bool:
+        """Fill ``state`` from a finished marker of this stage; False when there is none."""
+        cached = self.cached_state(state)
+        if cached is None:
+            return False
+        state.status, state.error, state.failed_stage = cached.status, cached.error, cached.failed_stage
+        state.outputs, state.info = cached.outputs, cached.info
+        state.cached_stages.append(self.name)
+        return True
+
+    def record_failure(self, state: ClipState, exc: Exception) -> None:
+        log.warning("clip %s failed in %s: %s", state.record.clip_id, self.name, exc)
+        state.fail(self.name, describe_error(exc))
+
+    def write_marker(self, state: ClipState) -> None:
+        """The done marker (this stage's result for the clip), written last."""
         payload = state.to_dict()
         payload.pop("cached_stages")
         payload.pop("source_path")
         self.work.write_marker(state.record.clip_id, self.name, self.stage_hash, payload)
-        return state
 
     def cached_state(self, state: ClipState) -> ClipState | None:
         """The finished state for this clip, if its marker matches settings and record."""

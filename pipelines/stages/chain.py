@@ -16,18 +16,21 @@ from pipelines.stages.base import ClipStage
 
 
 class StageChain:
-    """Build the given stages once per actor; run each clip through them in order."""
+    """Build the given stages once per actor; run each batch of clips through them in order.
+
+    A stage gets the batch's clips that are still ok, so a stage that batches (wav2vec2
+    on a GPU) can; the others process them one by one.
+    """
 
     def __init__(self, specs: list[tuple[type[ClipStage], dict[str, Any]]]) -> None:
         self.stages = [cls(**kwargs) for cls, kwargs in specs]
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        state = ClipState.from_row(row)
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        """A Ray Data batch of clip rows (column ``state``) through every stage in order."""
+        states = [ClipState.from_row({"state": text}) for text in batch["state"]]
         for stage in self.stages:
-            if not state.ok:
-                break
-            stage.run(state)
-        return state.to_row()
+            stage.run_batch([s for s in states if s.ok])
+        return {"state": [s.to_row()["state"] for s in states]}
 
 
 def chain_specs(stages: list[ClipStage]) -> list[tuple[type[ClipStage], dict[str, Any]]]:
