@@ -80,6 +80,16 @@ def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, t
     stage.run(silent)
     assert silent.ok and silent.info["audio_features"] == "none: silent audio (peak 0.0e+00)"
     assert "wav2vec.npy" not in silent.outputs
+    short_record = ClipRecord(dataset="t", clip_id="blip", source_id="s", source_url=None, mirror_names=(),
+                              start_s=0.0, end_s=0.01)
+    with wavefile.open(str(stage.work.clip_file("blip", "audio.wav")), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(np.full(160, 8000, "<i2").tobytes())
+    short = ClipState(short_record, outputs={"wav": "audio.wav"}, info={"frames": 1})
+    stage.run(short)
+    assert short.ok and short.info["audio_features"] == "none: audio too short (160 samples, wav2vec2 needs 400)"
     video_only = ClipState(ClipRecord(dataset="t", clip_id="mute", source_id="s", source_url=None, mirror_names=(),
                                       start_s=0.0, end_s=1.0, expect_audio=False),
                            info={"frames": 30, "audio_note": "dataset is video-only"})

@@ -17,6 +17,8 @@ from pipelines.stages.face import npy_bytes
 FEATURES_NAME = "wav2vec.npy"
 #: Below this peak amplitude the audio is treated as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
+#: wav2vec2's CNN needs one receptive field (25 ms at 16 kHz) to produce a feature.
+MIN_SAMPLES = 400
 
 
 def model_revision(model: str) -> str:
@@ -98,6 +100,9 @@ class AudioFeatures(ClipStage):
             state.info["audio_features"] = f"none: {state.info.get('audio_note') or 'no audio'}"
             return None
         wave = load_audio(self.work.clip_file(state.record.clip_id, AUDIO_NAME))
+        if len(wave) < MIN_SAMPLES:
+            state.info["audio_features"] = f"none: audio too short ({len(wave)} samples, wav2vec2 needs {MIN_SAMPLES})"
+            return None
         peak = float(np.abs(wave).max()) if len(wave) else 0.0
         if peak < SILENCE_PEAK:
             state.info["audio_features"] = f"none: silent audio (peak {peak:.1e})"
