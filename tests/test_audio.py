@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,15 @@ import torch.nn.functional as F
 from transformers import Wav2Vec2Model
 
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, frame_count, load_audio, normalize
+
+
+def _write_wav(path: Path, pcm: bytes) -> None:
+    """A 16 kHz mono 16-bit wav, as the clip stage writes it."""
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(pcm)
 
 
 def test_load_audio_resamples_to_16k_mono(media_dir: Path) -> None:
@@ -63,30 +73,20 @@ def test_a_padded_batch_equals_one_by_one(tiny_wav2vec2: Path, media_dir: Path) 
 
 
 def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, tmp_path: Path) -> None:
-    import wave as wavefile
-
     from aniportrait.schema import ClipRecord, ClipState
     from pipelines.stages.audio import AudioFeatures
 
     stage = AudioFeatures(str(tmp_path), str(tiny_wav2vec2), "sha256:test")
     record = ClipRecord(dataset="t", clip_id="quiet", source_id="s", source_url=None, mirror_names=(),
                         start_s=0.0, end_s=1.0)
-    with wavefile.open(str(stage.work.clip_file("quiet", "audio.wav")), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes(bytes(2 * 16000))
+    _write_wav(stage.work.clip_file("quiet", "audio.wav"), bytes(2 * 16000))
     silent = ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": 30})
     stage.run(silent)
     assert silent.ok and silent.info["audio_features"] == "none: silent audio (peak 0.0e+00)"
     assert "wav2vec.npy" not in silent.outputs
     short_record = ClipRecord(dataset="t", clip_id="blip", source_id="s", source_url=None, mirror_names=(),
                               start_s=0.0, end_s=0.01)
-    with wavefile.open(str(stage.work.clip_file("blip", "audio.wav")), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes(np.full(160, 8000, "<i2").tobytes())
+    _write_wav(stage.work.clip_file("blip", "audio.wav"), np.full(160, 8000, "<i2").tobytes())
     short = ClipState(short_record, outputs={"wav": "audio.wav"}, info={"frames": 1})
     stage.run(short)
     assert short.ok and short.info["audio_features"] == "none: audio too short (160 samples, wav2vec2 needs 400)"
@@ -99,8 +99,6 @@ def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, t
 
 def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Path, tmp_path: Path,
                                                                media_dir: Path) -> None:
-    import wave as wavefile
-
     from aniportrait.schema import ClipRecord, ClipState
     from pipelines.stages.audio import AudioFeatures, length_buckets
 
@@ -112,11 +110,7 @@ def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Pa
         clips = []
         for frames in (60, 66, 72):  # one length bucket: encoded as a single padded batch
             clip_id, samples = f"c{frames}", frames * 16000 // 30
-            with wavefile.open(str(stage.work.clip_file(clip_id, "audio.wav")), "wb") as handle:
-                handle.setnchannels(1)
-                handle.setsampwidth(2)
-                handle.setframerate(16000)
-                handle.writeframes((speech[:samples] * 32767).astype("<i2").tobytes())
+            _write_wav(stage.work.clip_file(clip_id, "audio.wav"), (speech[:samples] * 32767).astype("<i2").tobytes())
             record = ClipRecord(dataset="t", clip_id=clip_id, source_id="s", source_url=None, mirror_names=(),
                                 start_s=0.0, end_s=frames / 30)
             clips.append(ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": frames}))
