@@ -87,15 +87,23 @@ def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass
 
 
-def write_local_atomic(path: str | Path, data: bytes) -> None:
-    """Write a local file atomically (temp name in the same directory, then rename)."""
+@contextmanager
+def local_atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` to write (e.g. by ffmpeg); on success it
+    is renamed to ``path``, on error removed, so no partial file is ever visible."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_bytes(data)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_local_atomic(path: str | Path, data: bytes) -> None:
+    """Write a local file atomically (temp name in the same directory, then rename)."""
+    with local_atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import nullcontext
 from functools import lru_cache
 
 from aniportrait.crop import resolve_crop
 from aniportrait.media.cut import CutSettings, cut_clip, plan_cut
 from aniportrait.media.probe import MediaError, MediaInfo, probe
 from aniportrait.schema import ClipState
+from aniportrait.storage import local_atomic_path
 from pipelines.stages.base import ClipStage
 
 VIDEO_NAME = "clip.mp4"
@@ -46,17 +48,9 @@ class CutClip(ClipStage):
                         with_audio=with_audio, seek_back_s=seek_back)
         video = self.work.clip_file(record.clip_id, VIDEO_NAME)
         audio = self.work.clip_file(record.clip_id, AUDIO_NAME)
-        tmp_video = video.with_name(f".{VIDEO_NAME}.tmp-{os.getpid()}")
-        tmp_audio = audio.with_name(f".{AUDIO_NAME}.tmp-{os.getpid()}") if with_audio else None
-        try:
+        audio_target = local_atomic_path(audio) if with_audio else nullcontext(None)
+        with local_atomic_path(video) as tmp_video, audio_target as tmp_audio:
             frames = cut_clip(state.source_path, tmp_video, tmp_audio, plan, self.cut)
-            os.replace(tmp_video, video)
-            if tmp_audio is not None:
-                os.replace(tmp_audio, audio)
-        finally:
-            tmp_video.unlink(missing_ok=True)
-            if tmp_audio is not None:
-                tmp_audio.unlink(missing_ok=True)
         state.outputs = {"mp4": VIDEO_NAME, **({"wav": AUDIO_NAME} if with_audio else {})}
         state.info.update({
             "frames": frames,

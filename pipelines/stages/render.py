@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from aniportrait.media.encode import encode_rgb_lossless
 from aniportrait.render import draw_pose_image
 from aniportrait.schema import ClipState
+from aniportrait.storage import local_atomic_path
 from pipelines.stages.base import ClipStage
 
 POSE_NAME = "pose.mp4"
@@ -40,11 +40,6 @@ class RenderPose(ClipStage):
         lmks = np.load(self.work.clip_file(clip_id, "lmks.npy"))
         has_face = np.load(self.work.clip_file(clip_id, "has_face.npy"))
         width, height, fps = state.info["width"], state.info["height"], state.info["fps"]
-        path = self.work.clip_file(clip_id, POSE_NAME)
-        tmp = path.with_name(f".{POSE_NAME}.tmp-{os.getpid()}")
-        try:
+        with local_atomic_path(self.work.clip_file(clip_id, POSE_NAME)) as tmp:
             encode_rgb_lossless(pose_frames(lmks, has_face, width, height), width, height, fps, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         state.outputs["pose.mp4"] = POSE_NAME
