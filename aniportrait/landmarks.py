@@ -10,7 +10,7 @@ shards reproducible.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -109,8 +109,13 @@ class FaceLandmarkerRunner:
         )
         return vision.FaceLandmarker.create_from_options(options)
 
-    def track(self, video: str | Path) -> FaceTrack:
-        """Landmarks, blendshapes and MediaPipe's matrix for every frame of ``video``."""
+    def track(self, video: str | Path,
+              on_frame: Callable[[np.ndarray, np.ndarray | None], None] | None = None) -> FaceTrack:
+        """Landmarks, blendshapes and MediaPipe's matrix for every frame of ``video``.
+
+        ``on_frame(rgb_frame, landmarks_or_None)`` sees every decoded frame, so other
+        per-frame work (quality scores) shares this decode.
+        """
         import mediapipe as mp
 
         rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = []
@@ -127,7 +132,10 @@ class FaceLandmarkerRunner:
                         result = landmarker.detect_for_video(image, round(index * 1000 / fps))
                     else:
                         result = landmarker.detect(image)
-                    rows.append(result_arrays(result))
+                    row = result_arrays(result)
+                    rows.append(row)
+                    if on_frame is not None:
+                        on_frame(frame, row[0] if row[3] else None)
                     index += 1
         finally:
             landmarker.close()

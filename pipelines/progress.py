@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aniportrait.schema import ClipState
+from aniportrait.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipState
 
 
 def make_progress(console: Console) -> Progress:
@@ -29,7 +29,7 @@ def summary_table(states: Iterable[ClipState], stage_names: list[str], shards: i
     """Per stage: clips that ran there, came from the cache (resume), or failed there."""
     states = list(states)
     table = Table(title="aniportrait-data build")
-    for column in ("stage", "ran", "from cache", "failed"):
+    for column in ("stage", "ran", "from cache", "failed / removed"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for index, name in enumerate(stage_names):
         earlier = set(stage_names[:index])
@@ -37,19 +37,21 @@ def summary_table(states: Iterable[ClipState], stage_names: list[str], shards: i
         cached = sum(name in s.cached_stages for s in reached)
         failed = sum(s.failed_stage == name for s in reached)
         table.add_row(name, str(len(reached) - cached), str(cached), str(failed))
-    ok = sum(s.ok for s in states)
+    counts = Counter(s.status for s in states)
     table.add_section()
-    table.add_row("clips", f"{ok} ok", "", f"{len(states) - ok} failed")
+    removed = ", ".join(f"{counts[status]} {status}" for status in (STATUS_FAILED, STATUS_FILTERED, STATUS_SPLIT)
+                        if counts[status])
+    table.add_row("clips", f"{counts[STATUS_OK]} ok", "", removed or "0 failed")
     table.add_row("shards", str(shards), "", "")
     return table
 
 
 def failure_table(states: Iterable[ClipState], limit: int = 10) -> Table | None:
     """The most common failure reasons, so a user sees at once what went wrong."""
-    reasons = Counter(f"{s.failed_stage}: {s.error}" for s in states if not s.ok)
+    reasons = Counter(f"{s.failed_stage}: {s.error}" for s in states if s.status in (STATUS_FAILED, STATUS_FILTERED))
     if not reasons:
         return None
-    table = Table(title="failures (all in manifest.parquet)")
+    table = Table(title="failed and filtered clips (all in manifest.parquet)")
     table.add_column("clips", justify="right")
     table.add_column("reason")
     for reason, count in reasons.most_common(limit):

@@ -7,6 +7,7 @@ import itertools
 import json
 from collections import Counter
 
+import numpy as np
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
@@ -43,22 +44,57 @@ def inspect_release(uri: str, samples: int, console: Console) -> None:
 
 
 def manifest_stats(uri: str, console: Console) -> None:
-    """Print clip counts by status, failure reasons and duration totals from the manifest."""
+    """Print clips by status, failure reasons, clips removed per filter rule and score distributions."""
     out = OutputDir.from_uri(uri)
     table = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME))).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     seconds = sum(r["duration_s"] or 0 for r in ok)
+    by_status = Counter(r["status"] for r in table)
+    others = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()) if status != "ok")
     console.print(f"{len(table)} clips: {len(ok)} ok ({seconds / 60:.1f} min, "
-                  f"{sum(r['frames'] or 0 for r in ok)} frames), {len(table) - len(ok)} failed")
-    reasons = Counter(f"{r['failed_stage']}: {r['error']}" for r in table if r["status"] != "ok")
-    if reasons:
-        failures = Table(title="failure reasons")
-        failures.add_column("clips", justify="right")
-        failures.add_column("reason")
-        for reason, count in reasons.most_common():
-            failures.add_row(str(count), reason)
-        console.print(failures)
+                  f"{sum(r['frames'] or 0 for r in ok)} frames){', ' + others if others else ''}")
+    _print_counts(console, "failure reasons", "reason",
+                  Counter(f"{r['failed_stage']}: {r['error']}" for r in table if r["status"] == "failed"))
+    _print_counts(console, "clips removed per rule", "rule",
+                  Counter(r["error"].removeprefix("filtered:") for r in table if r["status"] == "filtered"))
+    scored = [r for r in table if r["status"] in ("ok", "filtered")]
+    distributions = score_distributions(scored)
+    if distributions:
+        scores = Table(title=f"scores of {len(scored)} ok and filtered clips")
+        for column in ("score", "clips", "min", "p10", "median", "p90", "max"):
+            scores.add_column(column, justify="left" if column == "score" else "right")
+        for name, row in distributions.items():
+            scores.add_row(name, str(row["clips"]), *(f"{row[k]:.4g}" for k in ("min", "p10", "median", "p90", "max")))
+        console.print(scores)
     if ok:
         durations = sorted(r["duration_s"] for r in ok)
         console.print(f"clip duration: min {durations[0]:.2f} s, median {durations[len(durations) // 2]:.2f} s, "
                       f"max {durations[-1]:.2f} s; with audio: {sum(bool(r['has_audio']) for r in ok)}")
+
+
+#: Numeric manifest columns summarised by ``stats``.
+SCORE_COLUMNS = ("duration_s", "face_rate", "face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg",
+                 "roll_range_deg", "jitter", "sharpness", "brightness", "sync_offset", "sync_conf")
+
+
+def score_distributions(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """min / p10 / median / p90 / max of each score column that has values."""
+    result = {}
+    for name in SCORE_COLUMNS:
+        values = np.array([r[name] for r in rows if r.get(name) is not None], np.float64)
+        values = values[np.isfinite(values)]
+        if len(values):
+            p = np.percentile(values, [0, 10, 50, 90, 100])
+            result[name] = {"clips": len(values), **dict(zip(("min", "p10", "median", "p90", "max"), map(float, p)))}
+    return result
+
+
+def _print_counts(console: Console, title: str, label: str, counts: Counter) -> None:
+    if not counts:
+        return
+    table = Table(title=title)
+    table.add_column("clips", justify="right")
+    table.add_column(label)
+    for key, count in counts.most_common():
+        table.add_row(str(count), key)
+    console.print(table)

@@ -25,4 +25,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "==> installing aniportrait-data and its dependencies"
 .venv/bin/pip install -q -e ".[test]" 2>&1 | { grep -v "^WARNING: Location" || true; }
+# PySceneDetect (scene cuts) without its dependencies: it requires opencv-python, which would
+# clash with mediapipe's opencv-contrib-python (both own cv2); its pure deps are in pyproject.toml.
+.venv/bin/pip install -q --no-deps "scenedetect==0.7.2" 2>&1 | { grep -v "^WARNING: Location" || true; }
 .venv/bin/python -c "import cli, pipelines.build" # fail here, not later, if the install is broken

@@ -5,6 +5,8 @@ from pipelines.stages.base import ClipStage, describe_error
 from pipelines.stages.cut import CutClip
 from pipelines.stages.face import ExtractFace
 from pipelines.stages.fetch import FetchSource
+from pipelines.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.stages.render import RenderPose
 
-__all__ = ["AudioFeatures", "ClipStage", "CutClip", "ExtractFace", "FetchSource", "RenderPose", "describe_error"]
+__all__ = ["AudioFeatures", "ClipStage", "CutClip", "ExtractFace", "FetchSource", "FilterClips", "FixSync", "RenderPose",
+           "ScoreQuality", "describe_error"]

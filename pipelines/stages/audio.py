@@ -11,7 +11,6 @@ from aniportrait.audio import ModelLoadError, Wav2Vec2Features, load_audio, norm
 from aniportrait.schema import ClipState
 from aniportrait.storage import write_local_atomic
 from pipelines.stages.base import ClipStage
-from pipelines.stages.cut import AUDIO_NAME
 from pipelines.stages.face import npy_bytes
 
 FEATURES_NAME = "wav2vec.npy"
@@ -96,10 +95,10 @@ class AudioFeatures(ClipStage):
 
     def load(self, state: ClipState) -> np.ndarray | None:
         """The clip's normalised audio, or ``None`` (with the reason in ``info``) when it has none."""
-        if AUDIO_NAME not in state.outputs.values():
+        if "wav" not in state.outputs:
             state.info["audio_features"] = f"none: {state.info.get('audio_note') or 'no audio'}"
             return None
-        wave = load_audio(self.work.clip_file(state.record.clip_id, AUDIO_NAME))
+        wave = load_audio(self.work.clip_file(state.record.clip_id, state.outputs["wav"]))
         if len(wave) < MIN_SAMPLES:
             state.info["audio_features"] = f"none: audio too short ({len(wave)} samples, wav2vec2 needs {MIN_SAMPLES})"
             return None

@@ -10,6 +10,7 @@ import numpy as np
 
 from aniportrait.face import check_detection_rate, face_arrays
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file_sha256
+from aniportrait.quality import FrameScores, json_float
 from aniportrait.schema import ClipState
 from aniportrait.storage import write_local_atomic
 from pipelines.stages.base import ClipStage
@@ -26,6 +27,9 @@ def npy_bytes(array: np.ndarray) -> bytes:
 class ExtractFace(ClipStage):
     """Track the face through the clip and store the per-frame arrays as ``.npy`` files.
 
+    The same decode feeds the quality scores that need pixels (scene cuts, sharpness,
+    brightness: :class:`aniportrait.quality.FrameScores`), recorded in ``info``.
+
     The settings hash uses the model's sha256, not its path: the same model anywhere
     gives the same outputs, another model invalidates the cache.
     """
@@ -33,19 +37,22 @@ class ExtractFace(ClipStage):
     name = "face"
 
     def __init__(self, work_dir: str, landmarker: LandmarkerSettings, min_face_rate: float,
-                 upstream_hash: str = "", model_sha256: str | None = None) -> None:
+                 scene_threshold: float = 27.0, upstream_hash: str = "", model_sha256: str | None = None) -> None:
         if not 0.0 <= min_face_rate <= 1.0:
             raise ValueError(f"min_face_rate must be within 0..1, got {min_face_rate}")
         self.model_sha256 = model_sha256 or file_sha256(landmarker.model_path)
-        settings = {**dataclasses.asdict(landmarker), "model_path": self.model_sha256, "min_face_rate": min_face_rate}
+        settings = {**dataclasses.asdict(landmarker), "model_path": self.model_sha256, "min_face_rate": min_face_rate,
+                    "scene_threshold": scene_threshold}
         super().__init__(work_dir, settings, upstream_hash)
         self.landmarker = landmarker
         self.min_face_rate = min_face_rate
+        self.scene_threshold = scene_threshold
         self.runner = FaceLandmarkerRunner(landmarker)
 
     def constructor_kwargs(self) -> dict[str, object]:
         return {"work_dir": str(self.work.root), "landmarker": self.landmarker, "min_face_rate": self.min_face_rate,
-                "upstream_hash": self.upstream_hash, "model_sha256": self.model_sha256}
+                "scene_threshold": self.scene_threshold, "upstream_hash": self.upstream_hash,
+                "model_sha256": self.model_sha256}
 
     def model_info(self) -> dict[str, str]:
         return {"file": Path(self.landmarker.model_path).name, "sha256": self.model_sha256,
@@ -53,7 +60,11 @@ class ExtractFace(ClipStage):
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        track = self.runner.track(self.work.clip_file(clip_id, VIDEO_NAME))
+        frame_scores = FrameScores(float(state.info["fps"]), self.scene_threshold, rgb=True)
+        track = self.runner.track(self.work.clip_file(clip_id, VIDEO_NAME), on_frame=frame_scores.add)
+        scores = frame_scores.result()
+        state.info.update({"scene_cuts": scores["scene_cuts"], "sharpness": json_float(scores["sharpness"]),
+                           "brightness": json_float(scores["brightness"])})
         state.info["face_frames"] = int(track.has_face.sum())
         state.info["face_rate"] = round(track.detection_rate, 6)
         check_detection_rate(track, self.min_face_rate)

@@ -1,0 +1,134 @@
+"""Curation stages: quality scores, filter rules / scene-cut policy, audio sync correction.
+
+They run after the face and render stages and before the wav2vec2 features: the scores
+need the landmarks and the clip's audio track (not its features), and a clip that is
+filtered out or split never costs a GPU encode; a corrected audio track is what the
+features are computed from.
+"""
+
+from __future__ import annotations
+
+import math
+import wave
+
+import numpy as np
+
+from aniportrait.audio import SAMPLE_RATE, load_audio
+from aniportrait.filters import first_broken, scene_parts
+from aniportrait.quality import SYNC_CONF_THRESHOLD, clip_quality, shift_audio
+from aniportrait.schema import ClipState
+from aniportrait.storage import local_atomic_path
+from pipelines.curation import CurationSettings
+from pipelines.stages.base import ClipStage
+from pipelines.stages.cut import VIDEO_NAME
+
+SYNCED_AUDIO_NAME = "audio.synced.wav"
+#: Sync offsets searched, in frames each way (0.5 s at 30 fps).
+SYNC_MAX_OFFSET = 15
+
+
+class ScoreQuality(ClipStage):
+    """Face size, head-pose range, jitter and sync from the face arrays and audio.
+
+    Scene cuts, sharpness and brightness need pixels: the face stage gathers them from
+    its own decode (one decode per clip), this stage adds them to the scores.
+    """
+
+    name = "quality"
+    version = 1
+
+    def __init__(self, work_dir: str, upstream_hash: str = "") -> None:
+        super().__init__(work_dir, {"sync_max_offset": SYNC_MAX_OFFSET}, upstream_hash)
+
+    def constructor_kwargs(self) -> dict[str, object]:
+        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+
+    def process(self, state: ClipState) -> None:
+        clip_id = state.record.clip_id
+        arrays = {name: np.load(self.work.clip_file(clip_id, f"{name}.npy"))
+                  for name in ("lmks", "lmks3d", "pose6d", "has_face")}
+        audio = load_audio(self.work.clip_file(clip_id, state.outputs["wav"])) if "wav" in state.outputs else None
+        info = state.info
+        frame_scores = {"scene_cuts": info["scene_cuts"], "sharpness": info["sharpness"],
+                        "brightness": info["brightness"], "width": info["width"], "height": info["height"]}
+        scores = clip_quality(self.work.clip_file(clip_id, VIDEO_NAME), arrays["lmks"], arrays["lmks3d"],
+                              arrays["pose6d"], arrays["has_face"], audio, SAMPLE_RATE, float(info["fps"]),
+                              max_sync_offset=SYNC_MAX_OFFSET, frame_scores=frame_scores)
+        state.info.update(scores.to_dict())
+
+
+class FilterClips(ClipStage):
+    """Apply the scene-cut policy and the filter rules to the scores; never drops a row.
+
+    A clip crossing a scene cut is split into sub-clips (``split``: the build then runs
+    each shot of at least ``min_part_s`` as a clip of its own), rejected (``reject``) or
+    kept (``keep``); a sub-clip that still crosses a cut is rejected. A clip breaking a
+    rule is marked ``filtered`` with reason ``filtered:<rule>`` and keeps its files.
+    """
+
+    name = "filter"
+
+    def __init__(self, work_dir: str, curation: CurationSettings, upstream_hash: str = "") -> None:
+        settings = {"filter": list(curation.filter), "scene_cuts": curation.scene_cuts,
+                    "min_part_s": curation.min_part_s}
+        super().__init__(work_dir, settings, upstream_hash)
+        self.curation = curation
+        self.rules = curation.rules
+
+    def constructor_kwargs(self) -> dict[str, object]:
+        return {"work_dir": str(self.work.root), "curation": self.curation, "upstream_hash": self.upstream_hash}
+
+    def process(self, state: ClipState) -> None:
+        cuts = state.info.get("scene_cuts") or []
+        if cuts and self.curation.scene_cuts != "keep":
+            self._handle_cuts(state, cuts)
+            return
+        broken = first_broken(self.rules, state.info)
+        if broken is not None:
+            state.reject(self.name, broken.text)
+
+    def _handle_cuts(self, state: ClipState, cuts: list[int]) -> None:
+        fps, frames = float(state.info["fps"]), int(state.info["frames"])
+        parts = scene_parts(frames, cuts, math.ceil(self.curation.min_part_s * fps))
+        if self.curation.scene_cuts == "reject" or state.record.parent_clip_id or not parts:
+            state.reject(self.name, "scene_cut")
+            return
+        state.info["parts"] = [list(part) for part in parts]
+        state.split(self.name, f"split at scene cut frame(s) {', '.join(map(str, cuts))} "
+                               f"into {len(parts)} sub-clip(s)")
+
+
+class FixSync(ClipStage):
+    """Shift the audio by the measured lip/audio offset (``--fix-sync``) and record the shift.
+
+    Only a reliable estimate (no ``sync_note``, confidence at least
+    ``SYNC_CONF_THRESHOLD``) is applied; the corrected track is a new file
+    (``audio.synced.wav``), so the clip stage's cache stays as it was.
+    """
+
+    name = "sync"
+
+    def __init__(self, work_dir: str, upstream_hash: str = "") -> None:
+        super().__init__(work_dir, {"shift": "zero-pad"}, upstream_hash)
+
+    def constructor_kwargs(self) -> dict[str, object]:
+        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+
+    def process(self, state: ClipState) -> None:
+        offset, confidence = state.info.get("sync_offset"), state.info.get("sync_conf")
+        usable = ("wav" in state.outputs and offset and state.info.get("sync_note") is None
+                  and confidence is not None and confidence >= SYNC_CONF_THRESHOLD)
+        state.info["audio_shift_frames"] = int(offset) if usable else 0
+        if not usable:
+            return
+        clip_id = state.record.clip_id
+        samples = load_audio(self.work.clip_file(clip_id, state.outputs["wav"]))
+        shifted = shift_audio(samples, int(offset), float(state.info["fps"]), SAMPLE_RATE)
+        pcm = np.clip(np.round(shifted * 32768.0), -32768, 32767).astype("<i2")  # exact for 16-bit input
+        with local_atomic_path(self.work.clip_file(clip_id, SYNCED_AUDIO_NAME)) as tmp:
+            with wave.open(str(tmp), "wb") as out:
+                out.setnchannels(1)
+                out.setsampwidth(2)
+                out.setframerate(SAMPLE_RATE)
+                out.writeframes(pcm.tobytes())
+        state.outputs["wav"] = SYNCED_AUDIO_NAME
