@@ -24,6 +24,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("error", pa.string()),
     pa.field("failed_stage", pa.string()),
     pa.field("shard", pa.string()),
+    #: The release version in which the clip first appeared (its shards are that generation's).
+    pa.field("generation", pa.int32()),
     pa.field("source_id", pa.string(), nullable=False),
     pa.field("source_url", pa.string()),
     pa.field("span_start_s", pa.float64()),
@@ -39,6 +41,21 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("audio_features", pa.string()),
     pa.field("audio_model", pa.string()),
     pa.field("face_rate", pa.float64()),
+    pa.field("face_px_median", pa.float64()),
+    pa.field("face_px_min", pa.float64()),
+    pa.field("yaw_range_deg", pa.float64()),
+    pa.field("pitch_range_deg", pa.float64()),
+    pa.field("roll_range_deg", pa.float64()),
+    pa.field("jitter", pa.float64()),
+    pa.field("sharpness", pa.float64()),
+    pa.field("brightness", pa.float64()),
+    pa.field("scene_cuts", pa.list_(pa.int32())),
+    pa.field("sync_offset", pa.int32()),
+    pa.field("sync_conf", pa.float64()),
+    pa.field("sync_score0", pa.float64()),
+    pa.field("sync_note", pa.string()),
+    pa.field("audio_shift_frames", pa.int32()),
+    pa.field("parent_clip_id", pa.string()),
     pa.field("crop_box", pa.list_(pa.int32())),
     pa.field("source_width", pa.int32()),
     pa.field("source_height", pa.int32()),
@@ -46,6 +63,12 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("source_codec", pa.string()),
     pa.field("provenance", pa.string()),
 ])
+
+
+#: Curation scores and sync facts, copied from the clip's ``info`` (see ``aniportrait.quality``).
+QUALITY_COLUMNS = ("face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg", "roll_range_deg", "jitter",
+                   "sharpness", "brightness", "scene_cuts", "sync_offset", "sync_conf", "sync_score0", "sync_note",
+                   "audio_shift_frames")
 
 
 def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
@@ -75,6 +98,8 @@ def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
         "audio_features": info.get("audio_features"),
         "audio_model": info.get("audio_model"),
         "face_rate": info.get("face_rate"),
+        **{name: info.get(name) for name in QUALITY_COLUMNS},
+        "parent_clip_id": record.parent_clip_id,
         "crop_box": info.get("crop_box"),
         "source_width": info.get("source_width"),
         "source_height": info.get("source_height"),

@@ -18,6 +18,12 @@ from aniportrait.ids import is_safe_id
 #: Clip status values written to the manifest.
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+#: Rejected by a curation rule; the clip keeps its files (``--keep-rejected`` shards them).
+STATUS_FILTERED = "filtered"
+#: Crosses a scene cut and was replaced by sub-clips (rows of their own); no files.
+STATUS_SPLIT = "split"
+#: Every status a manifest row can have.
+STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_FILTERED, STATUS_SPLIT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,25 @@ class ClipRecord:
         fps = float(self.source_fps)  # type: ignore[arg-type]
         return self.start_frame / fps, self.end_frame / fps  # type: ignore[operator]
 
+    def part(self, first_frame: int, end_frame: int, fps: float) -> ClipRecord:
+        """The sub-clip of frames ``first_frame..end_frame`` of this clip cut at ``fps``.
+
+        Its id is stable: the parent's id plus the first frame (``<id>-f00060``); its
+        provenance names the parent.
+        """
+        start_s, _ = self.time_span()
+        return dataclasses.replace(
+            self, clip_id=f"{self.clip_id}-f{first_frame:05d}",
+            start_s=start_s + first_frame / fps, end_s=start_s + end_frame / fps,
+            start_frame=None, end_frame=None,
+            provenance={**self.provenance, "parent_clip_id": self.clip_id, "parent_frames": [first_frame, end_frame]},
+        )
+
+    @property
+    def parent_clip_id(self) -> str | None:
+        """The clip this one was split from, if it is a sub-clip."""
+        return self.provenance.get("parent_clip_id")
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["mirror_names"] = list(self.mirror_names)
@@ -147,6 +172,18 @@ class ClipState:
         self.status = STATUS_FAILED
         self.failed_stage = stage
         self.error = error
+
+    def reject(self, stage: str, rule: str) -> None:
+        """Mark the clip filtered out by ``stage`` under ``rule`` (reason ``filtered:<rule>``)."""
+        self.status = STATUS_FILTERED
+        self.failed_stage = stage
+        self.error = f"filtered:{rule}"
+
+    def split(self, stage: str, reason: str) -> None:
+        """Mark the clip replaced by sub-clips (listed by the stage in ``info``)."""
+        self.status = STATUS_SPLIT
+        self.failed_stage = stage
+        self.error = reason
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from aniportrait.media.cut import CutSettings
+from pipelines.curation import CurationSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs).
 RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model",
-                  "wav2vec2")
+                  "wav2vec2", "retry_failed")
+#: Clips per shard when neither a sample count nor a byte size is given.
+DEFAULT_SHARD_SAMPLES = 1000
+#: Byte units of ``--shard-size`` (SI powers of 1000, IEC powers of 1024), upper case.
+SIZE_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+              "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -31,12 +37,20 @@ class BuildConfig:
     limit: int | None = None
     split: str = "train"
     cut: CutSettings = field(default_factory=CutSettings)
-    shard_samples: int = 1000
+    #: Shards hold this many clips, or (exactly one of the two) at most ``shard_bytes``
+    #: bytes; neither given means ``DEFAULT_SHARD_SAMPLES`` clips.
+    shard_samples: int | None = None
+    shard_bytes: int | None = None
+    #: Shard clips a curation rule rejected (status ``filtered``) into ``*-rejected-*`` shards.
+    keep_rejected: bool = False
+    #: Run again the clips the previous release records as failed (their cached failures are forgotten).
+    retry_failed: bool = False
     download_retries: int = 3
     face_model: str | None = None
     landmarker_mode: str = "video"
     min_face_rate: float = 0.9
     wav2vec2: str | None = None
+    curation: CurationSettings = field(default_factory=CurationSettings)
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -45,8 +59,14 @@ class BuildConfig:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
         if not 0.0 <= self.min_face_rate <= 1.0:
             raise ValueError(f"--min-face-rate must be within 0..1, got {self.min_face_rate}")
-        if self.shard_samples < 1:
+        if self.shard_samples is not None and self.shard_bytes is not None:
+            raise ValueError("give a shard size either as a clip count or in bytes, not both")
+        if self.shard_samples is None and self.shard_bytes is None:
+            object.__setattr__(self, "shard_samples", DEFAULT_SHARD_SAMPLES)
+        if self.shard_samples is not None and self.shard_samples < 1:
             raise ValueError(f"--shard-samples must be at least 1, got {self.shard_samples}")
+        if self.shard_bytes is not None and self.shard_bytes < 1:
+            raise ValueError(f"--shard-size must be at least 1 byte, got {self.shard_bytes}")
 
     def resolved(self) -> BuildConfig:
         """The same config with local paths made absolute (Ray workers have other cwds)."""
@@ -78,3 +98,21 @@ def config_hash(settings: dict[str, Any]) -> str:
     """A short stable hash of a JSON-able settings dict."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_shard_size(text: str) -> tuple[int | None, int | None]:
+    """``--shard-size``: a plain clip count (``1000``) or a byte size (``1GB``, ``500MB``,
+    ``64KiB``, ``1.5GiB``); returns ``(shard_samples, shard_bytes)`` with one of them set."""
+    value = text.strip().replace(" ", "")
+    if value.isdigit():
+        return int(value), None
+    number = value.rstrip("BbIiKkMmGgTt")
+    unit = value[len(number):].upper()
+    if unit not in SIZE_UNITS or not number:
+        raise ValueError(f"--shard-size {text!r}: give a clip count (1000) or a size such as 1GB, 500MB or 64KiB "
+                         f"(units: {', '.join(u.replace('I', 'i') for u in SIZE_UNITS)})")
+    try:
+        size = int(float(number) * SIZE_UNITS[unit])
+    except (ValueError, OverflowError):
+        raise ValueError(f"--shard-size {text!r}: {number!r} is not a number") from None
+    return None, size

@@ -1,9 +1,18 @@
 """Pack phase: finished clips -> WebDataset shards, ``manifest.parquet``, ``release.json``.
 
-Deterministic by construction: clips are sorted by id and assigned to shards by count,
-each shard is written with webdataset's ``TarWriter`` (fixed mtime, owner and member
-order) to a temporary name and moved into place; the manifest and the release file
-come last. The result does not depend on worker count or completion order.
+Shards are planned per *generation*: the release version in which a clip first
+appeared (see :mod:`pipelines.release`). Within a generation, clips are sorted by id
+and cut by a clip count or a byte size; names are
+``{dataset}-{split}[-rejected][-vNNN]-{index:06d}.tar`` where ``-vNNN`` is the
+generation, left out for generation 1 (so a first release keeps the plain names and
+never renames them), and ``-rejected`` marks shards of clips a curation rule rejected
+(``--keep-rejected``). Adding clips thus writes new shards and leaves the old ones alone.
+
+Deterministic by construction: each shard is written with webdataset's ``TarWriter``
+(fixed mtime, owner and member order) to a temporary name and moved into place; the
+manifest and the release file come last. The result does not depend on worker count or
+completion order. A shard whose planned content (its fingerprint) is the previous
+release's is not written again.
 """
 
 from __future__ import annotations
@@ -11,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tarfile
 from dataclasses import dataclass
 from typing import Any
 
 import webdataset as wds
 
 from aniportrait.manifest import manifest_bytes, manifest_row, sample_json
-from aniportrait.schema import ClipState
+from aniportrait.schema import STATUS_FILTERED, STATUS_OK, ClipState
 from aniportrait.storage import OutputDir, sha256_bytes
 from pipelines.workarea import WorkArea
 
@@ -25,29 +35,109 @@ log = logging.getLogger(__name__)
 
 SHARD_MTIME = 0
 SHARD_OWNER = "aniportrait"
+SHARD_MODE = 0o444
 MANIFEST_NAME = "manifest.parquet"
 RELEASE_NAME = "release.json"
+REJECTED = "rejected"
 
 
-def shard_name(dataset: str, split: str, index: int) -> str:
-    return f"{dataset}-{split}-{index:06d}.tar"
+def shard_name(dataset: str, split: str, index: int, *, generation: int = 1, rejected: bool = False) -> str:
+    """``{dataset}-{split}[-rejected][-vNNN]-{index:06d}.tar`` (no ``-vNNN`` for generation 1)."""
+    parts = [dataset, split] + ([REJECTED] if rejected else []) + ([f"v{generation:03d}"] if generation > 1 else [])
+    return "-".join(parts + [f"{index:06d}"]) + ".tar"
 
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """Which clips go into which shard."""
+    """Which clips go into which shard, and the generation the shard belongs to."""
 
     name: str
     states: tuple[ClipState, ...]
+    generation: int = 1
+    rejected: bool = False
+
+    def fingerprint(self, chain_hash: str) -> str:
+        """A hash of everything the shard's bytes depend on: its name, the settings of the
+        stage chain that made the clips' files (``chain_hash``) and the clips' states."""
+        clips = [{k: v for k, v in s.to_dict().items() if k not in ("cached_stages", "source_path")}
+                 for s in self.states]
+        text = json.dumps({"name": self.name, "chain": chain_hash, "clips": clips}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
-def plan_shards(states: list[ClipState], dataset: str, split: str, samples_per_shard: int) -> list[ShardPlan]:
-    """Successful clips sorted by id, cut into shards of ``samples_per_shard``."""
-    good = sorted((s for s in states if s.ok), key=lambda s: s.record.clip_id)
-    return [
-        ShardPlan(shard_name(dataset, split, i // samples_per_shard), tuple(good[i:i + samples_per_shard]))
-        for i in range(0, len(good), samples_per_shard)
-    ]
+def member_size(name: str, size: int) -> int:
+    """Bytes one tar member of ``size`` bytes takes in a shard: its header(s), exactly as
+    ``TarWriter`` writes them (pax extras for long names), plus the data padded to 512."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, SHARD_MTIME, SHARD_MODE, SHARD_OWNER, SHARD_OWNER
+    header = info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape")
+    return len(header) + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def sample_size(state: ClipState, work: WorkArea) -> int:
+    """Bytes the clip's sample takes in a shard (its ``json`` member and its files)."""
+    key = state.record.clip_id
+    total = member_size(f"{key}.json", len(sample_json(state)))
+    for member, filename in state.outputs.items():
+        total += member_size(f"{key}.{member}", work.clip_file(key, filename).stat().st_size)
+    return total
+
+
+def tar_size(members: int) -> int:
+    """Size of a tar whose members take ``members`` bytes: two zero blocks end it and
+    tar pads the whole to its 10 KiB record size."""
+    return -(-(members + 2 * tarfile.BLOCKSIZE) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+def shard_size(states: tuple[ClipState, ...] | list[ClipState], work: WorkArea) -> int:
+    """The exact size of the shard that holds ``states``."""
+    return tar_size(sum(sample_size(s, work) for s in states))
+
+
+def plan_shards(states: list[ClipState], dataset: str, split: str, generations: dict[str, int], *,
+                samples: int | None = None, max_bytes: int | None = None, work: WorkArea | None = None,
+                keep_rejected: bool = False) -> list[ShardPlan]:
+    """Cut the shardable clips into shards, per generation (and rejected apart).
+
+    ``ok`` clips go into the normal shards; ``filtered`` clips into ``rejected`` ones when
+    ``keep_rejected``; other clips into none. Each group is sorted by clip id and cut
+    every ``samples`` clips, or before the clip that would take the shard over
+    ``max_bytes`` (sizes read from the files in ``work``; a clip bigger than that gets a
+    shard of its own).
+    """
+    if (samples is None) == (max_bytes is None):
+        raise ValueError("plan shards by a clip count or by a byte size, exactly one")
+    groups: dict[tuple[bool, int], list[ClipState]] = {}
+    for state in states:
+        rejected = state.status == STATUS_FILTERED
+        if state.status == STATUS_OK or (rejected and keep_rejected):
+            groups.setdefault((rejected, generations[state.record.clip_id]), []).append(state)
+    plans: list[ShardPlan] = []
+    for (rejected, generation), members in sorted(groups.items()):
+        members.sort(key=lambda s: s.record.clip_id)
+        if samples is not None:
+            chunks = [members[i:i + samples] for i in range(0, len(members), samples)]
+        else:
+            chunks = _cut_by_size(members, max_bytes, work)  # type: ignore[arg-type]
+        plans += [ShardPlan(shard_name(dataset, split, i, generation=generation, rejected=rejected), tuple(chunk),
+                            generation, rejected) for i, chunk in enumerate(chunks)]
+    return plans
+
+
+def _cut_by_size(states: list[ClipState], max_bytes: int, work: WorkArea | None) -> list[list[ClipState]]:
+    if work is None:
+        raise ValueError("planning shards by size needs the work area (the clips' files)")
+    chunks: list[list[ClipState]] = []
+    current: list[ClipState] = []
+    used = 0
+    for state in states:
+        size = sample_size(state, work)
+        if current and tar_size(used + size) > max_bytes:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(state)
+        used += size
+    return chunks + ([current] if current else [])
 
 
 class _HashingWriter:
@@ -82,7 +172,7 @@ class WriteShard:
         states = [ClipState.from_dict(s) for s in json.loads(row["states"])]
         with self.out.atomic_writer(name) as stream:
             hashing = _HashingWriter(stream)
-            writer = wds.TarWriter(hashing, user=SHARD_OWNER, group=SHARD_OWNER, mtime=SHARD_MTIME)
+            writer = wds.TarWriter(hashing, user=SHARD_OWNER, group=SHARD_OWNER, mtime=SHARD_MTIME, mode=SHARD_MODE)
             for state in states:
                 writer.write(sample_members(state, self.work))
             writer.close()
@@ -94,7 +184,7 @@ def plan_rows(plans: list[ShardPlan]) -> list[dict[str, Any]]:
 
 
 def remove_stale_shards(out: OutputDir, dataset: str, split: str, keep: set[str]) -> list[str]:
-    """Delete shards of this dataset/split left by an earlier, larger build."""
+    """Delete shards of this dataset/split that the current plan no longer has."""
     prefix = f"{dataset}-{split}-"
     stale = [n for n in out.list_names(".tar") if n.startswith(prefix) and n not in keep]
     for name in stale:
@@ -103,14 +193,27 @@ def remove_stale_shards(out: OutputDir, dataset: str, split: str, keep: set[str]
     return stale
 
 
-def write_manifest(out: OutputDir, states: list[ClipState], shard_of: dict[str, str]) -> dict[str, Any]:
-    """Write ``manifest.parquet``; return its entry for the release file."""
-    rows = [manifest_row(s, shard_of.get(s.record.clip_id)) for s in states]
+def write_if_changed(out: OutputDir, name: str, data: bytes) -> bool:
+    """Write ``name`` unless it already holds exactly ``data``; True when written."""
+    try:
+        if out.read_bytes(name) == data:
+            return False
+    except FileNotFoundError:
+        pass
+    out.write_bytes(name, data)
+    return True
+
+
+def write_manifest(out: OutputDir, states: list[ClipState], shard_of: dict[str, str],
+                   generations: dict[str, int]) -> dict[str, Any]:
+    """Write ``manifest.parquet`` (when its bytes changed); return its entry for the release file."""
+    rows = [{**manifest_row(s, shard_of.get(s.record.clip_id)), "generation": generations[s.record.clip_id]}
+            for s in states]
     data = manifest_bytes(rows)
-    out.write_bytes(MANIFEST_NAME, data)
+    write_if_changed(out, MANIFEST_NAME, data)
     return {"name": MANIFEST_NAME, "sha256": sha256_bytes(data), "size": len(data), "rows": len(rows)}
 
 
 def write_release(out: OutputDir, release: dict[str, Any]) -> None:
-    """Write ``release.json`` (sorted keys, no timestamps) last."""
-    out.write_bytes(RELEASE_NAME, (json.dumps(release, sort_keys=True, indent=2) + "\n").encode())
+    """Write ``release.json`` (sorted keys, no timestamps) last, when its bytes changed."""
+    write_if_changed(out, RELEASE_NAME, (json.dumps(release, sort_keys=True, indent=2) + "\n").encode())
