@@ -1,0 +1,336 @@
+"""The dataset card of a build: ``README.md`` with the Hugging Face YAML header, and plots.
+
+:func:`write_card` reads ``release.json``, ``manifest.parquet`` and a bounded sample of
+the shards, and writes ``README.md`` plus ``card/*.png`` (see :mod:`pipelines.card_plots`)
+through :class:`~aniportrait.storage.OutputDir`, so it works on ``s3://`` too and every
+file appears only when complete. Nothing in the card depends on the time or the
+machine: the same release gives the same ``README.md`` bytes.
+
+The YAML header points the Hub's ``configs`` at the ``*.tar`` shards, so the dataset
+viewer and ``datasets.load_dataset`` use the WebDataset loader.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import wave
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from aniportrait.storage import OutputDir
+from pipelines.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
+from pipelines.export import iter_samples
+from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
+
+README_NAME = "README.md"
+PLOTS_DIR = "card"
+STATUSES = ("ok", "failed", "filtered")
+FAILURE_ROWS = 20
+_SHARD_NAME = re.compile(r"^(.+)-\d{6}\.tar$")
+
+
+@dataclass(frozen=True)
+class Licence:
+    """How a source dataset may be used: the Hub licence id and the card's paragraph."""
+
+    hub_id: str
+    name: str | None
+    text: str
+
+
+_VIDEOS_NOTE = ("The clips are cut from YouTube videos, which keep their own terms: check them before any use "
+                "beyond research, and honour takedown requests.")
+LICENCES = {
+    "hdtf": Licence("cc-by-4.0", None,
+                    "The HDTF clip lists are CC BY 4.0 (Zhang, Li, Ding, Fan, CVPR 2021, "
+                    "https://github.com/MRzzm/HDTF). " + _VIDEOS_NOTE),
+    "sample": Licence("other", "cc-by-4.0-and-apache-2.0",
+                      "`Radio10` is an HDTF clip (CC BY 4.0, Zhang et al., CVPR 2021, "
+                      "https://github.com/MRzzm/HDTF, YouTube id ZoRK17RCZHY); `LylTalking` is the right half of "
+                      "the official AniPortrait demo asset (Apache-2.0, https://github.com/Zejun-Yang/AniPortrait). "
+                      "The clip lists were written for aniportrait-data (Apache-2.0)."),
+    "celebvhq": Licence("other", "celebv-hq",
+                        "CelebV-HQ (Zhu et al., ECCV 2022, https://github.com/CelebV-HQ/CelebV-HQ) is for "
+                        "non-commercial research only and its metadata may not be redistributed. " + _VIDEOS_NOTE),
+    "vfhq": Licence("other", "vfhq",
+                    "VFHQ (Xie et al., CVPR Workshops 2022, https://liangbinxie.github.io/projects/vfhq/) is for "
+                    "non-commercial research only, without redistribution. " + _VIDEOS_NOTE),
+}
+UNKNOWN_LICENCE = Licence("other", "see-source", "Check the licence of the source dataset and videos. " + _VIDEOS_NOTE)
+
+ANIPORTRAIT_BIBTEX = """@misc{wei2024aniportrait,
+  title={AniPortrait: Audio-Driven Synthesis of Photorealistic Portrait Animations},
+  author={Huawei Wei and Zejun Yang and Zhisheng Wang},
+  year={2024},
+  eprint={2403.17694},
+  archivePrefix={arXiv},
+  primaryClass={cs.CV}
+}"""
+SOURCE_BIBTEX = {
+    "hdtf": """@inproceedings{zhang2021flow,
+  title={Flow-Guided One-Shot Talking Face Generation With a High-Resolution Audio-Visual Dataset},
+  author={Zhang, Zhimeng and Li, Lincheng and Ding, Yu and Fan, Changjie},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
+  pages={3661--3670},
+  year={2021}
+}""",
+    "celebvhq": """@inproceedings{zhu2022celebvhq,
+  title={{CelebV-HQ}: A Large-Scale Video Facial Attributes Dataset},
+  author={Zhu, Hao and Wu, Wayne and Zhu, Wentao and Jiang, Liming and Tang, Siwei and Zhang, Li and Liu, Ziwei and Loy, Chen Change},
+  booktitle={European Conference on Computer Vision (ECCV)},
+  year={2022}
+}""",
+    "vfhq": """@inproceedings{xie2022vfhq,
+  title={{VFHQ}: A High-Quality Dataset and Benchmark for Video Face Super-Resolution},
+  author={Xie, Liangbin and Wang, Xintao and Zhang, Honglun and Dong, Chao and Shan, Ying},
+  booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops (CVPRW)},
+  year={2022}
+}""",
+}
+SOURCE_BIBTEX["sample"] = SOURCE_BIBTEX["hdtf"]
+
+MEMBER_NOTES = {
+    "json": "clip metadata: source record (video id, time span, crop) and measured facts (`info`)",
+    "mp4": "the face crop, H.264",
+    "wav": "the clip's audio, PCM",
+    "pose.mp4": "rendered pose image per frame (the PoseGuider input), H.264",
+    "lmks.npy": "MediaPipe face landmarks, x and y normalised to the frame, NaN rows where no face",
+    "lmks3d.npy": "canonical face mesh (the 468 mesh vertices in canonical space)",
+    "trans_mat.npy": "canonical-to-camera pose matrix per frame",
+    "pose6d.npy": "Euler xyz angles in degrees (pitch, yaw, roll) and translation per frame",
+    "blendshapes.npy": "MediaPipe blendshape scores (index 0 is `_neutral`)",
+    "has_face.npy": "whether a face was found in each frame",
+    "wav2vec.npy": "wav2vec2 hidden states resampled to the video frame rate",
+}
+
+
+@dataclass(frozen=True)
+class CardResult:
+    """Where :func:`write_card` wrote the card and which plots it holds."""
+
+    readme: str
+    plots: list[str]
+
+
+def size_category(count: int) -> str:
+    """The Hub's ``size_categories`` value for ``count`` samples."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    return next((label for bound, label in bounds if count < bound), "n>1T")
+
+
+def human_size(size: int) -> str:
+    """``size`` bytes in B, KiB, MiB, GiB or TiB."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = float(size), "B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _q(text: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(text)
+
+
+def shard_patterns(names: list[str]) -> list[str]:
+    """Glob patterns that match exactly these shards' families: ``{prefix}-[0-9]*.tar`` per
+    prefix, so ``sample-train-[0-9]*.tar`` leaves out ``sample-train-rejected-*`` and
+    ``sample-train-v002-*`` (which get patterns of their own)."""
+    patterns = set()
+    for name in names:
+        match = _SHARD_NAME.match(name)
+        patterns.add(f"{match.group(1)}-[0-9]*.tar" if match else name)
+    return sorted(patterns)
+
+
+def yaml_header(release: dict[str, Any], samples: int) -> str:
+    """The Hugging Face metadata block, shards wired to the WebDataset loader (clips a
+    curation rule rejected, when shipped, are a second config ``rejected``)."""
+    dataset, split = release["dataset"], release["split"]
+    licence = LICENCES.get(dataset, UNKNOWN_LICENCE)
+    lines = ["---", f"pretty_name: {_q(f'AniPortrait training clips ({dataset})')}", f"license: {licence.hub_id}"]
+    if licence.name:
+        lines.append(f"license_name: {licence.name}")
+    lines += ["task_categories:", "- image-to-video", "tags:"]
+    lines += [f"- {tag}" for tag in ("webdataset", "talking-face", "portrait-animation", "audio-driven",
+                                     "face-landmarks", "mediapipe", "aniportrait", dataset)]
+    lines += ["size_categories:", f"- {size_category(samples)}", "configs:"]
+    configs = [("default", release["shards"]), ("rejected", release.get("rejected_shards") or [])]
+    for name, shards in configs:
+        if shards or name == "default":
+            patterns = shard_patterns([s["name"] for s in shards]) or [f"{dataset}-{split}-[0-9]*.tar"]
+            lines += [f"- config_name: {name}", "  data_files:", f"  - split: {split}", "    path:",
+                      *(f"    - {_q(p)}" for p in patterns)]
+    return "\n".join(lines + ["---"]) + "\n"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def summary_section(release: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    statuses = sorted({r["status"] for r in rows} - set(STATUSES))
+    by_status = [(f"clips {status}", sum(r["status"] == status for r in rows)) for status in (*STATUSES, *statuses)]
+    ok = [r for r in rows if r["status"] == "ok"]
+    seconds = sum(r.get("duration_s") or 0.0 for r in ok)
+    shards = release["shards"]
+    total = sum(s["size"] for s in shards) + release["manifest"]["size"]
+    facts = [("clips (manifest rows)", len(rows)), *by_status,
+             ("frames", sum(int(r.get("frames") or 0) for r in ok)), ("hours", f"{seconds / 3600:.3f}"),
+             ("shards", len(shards)), ("total size (shards + manifest)", human_size(total))]
+    rejected = release.get("rejected_shards") or []
+    if rejected:
+        facts.append(("rejected clips shipped (config `rejected`)",
+                      f"{sum(s['samples'] for s in rejected)} in {len(rejected)} shard(s)"))
+    return ["## Summary", "", *_table(("", "count"), facts)]
+
+
+def build_section(release: dict[str, Any]) -> list[str]:
+    lines = ["## How it was built", "",
+             f"Built with `aniportrait-data build --dataset {release['dataset']}` (release format "
+             f"`{release.get('format', '?')}`, version {release.get('version', 1)}), config hash "
+             f"`{release['config_hash']}`. The same metadata, "
+             "config and tool versions give the same bytes; `aniportrait-data verify` re-checks every "
+             "shard's sha256 and sample count against `release.json`.", "",
+             "```json", json.dumps(release.get("config", {}), sort_keys=True, indent=2), "```", ""]
+    models = release.get("models") or {}
+    if models:
+        described = [(stage, ", ".join(f"{key} `{value}`" for key, value in sorted(info.items())))
+                     for stage, info in sorted(models.items())]
+        lines += _table(("stage", "model"), described)
+    lines += _table(("tool", "version"), sorted((release.get("tools") or {}).items()))
+    return lines
+
+
+def _member_detail(name: str, data: bytes, info: dict[str, Any]) -> str:
+    """Shape and type of one member of the first sample (the frame count shown as T)."""
+    if name.endswith(".npy"):
+        array = np.load(io.BytesIO(data))
+        shape = ["T" if i == 0 and size == info.get("frames") else str(size) for i, size in enumerate(array.shape)]
+        return f"({', '.join(shape)}{',' if len(shape) == 1 else ''}) {array.dtype}"
+    if name.endswith("mp4"):
+        return f"{info.get('width')}x{info.get('height')}, {info.get('fps')} fps"
+    if name == "wav":
+        with wave.open(io.BytesIO(data)) as reader:
+            return f"{reader.getframerate()} Hz, {reader.getnchannels()} channel(s), {8 * reader.getsampwidth()}-bit"
+    return "UTF-8 JSON" if name == "json" else f"{len(data)} bytes"
+
+
+def members_section(sample: dict[str, Any] | None) -> list[str]:
+    lines = ["## Members of a sample", ""]
+    if sample is None:
+        return lines + ["The release has no samples.", ""]
+    info = json.loads(sample["json"]).get("info", {})
+    lines += [f"Each sample is one clip; its key is the clip id (first sample: `{sample['__key__']}`). "
+              "T is the clip's frame count.", ""]
+    members = sorted(k for k in sample if not k.startswith("__"))
+    return lines + _table(("member", "content", "description"),
+                          [(f"`{m}`", _member_detail(m, sample[m], info), MEMBER_NOTES.get(m, "")) for m in members])
+
+
+def plots_section(plots: list[Plot], plots_dir: str) -> list[str]:
+    lines = ["## Plots", ""]
+    if not plots:
+        return lines + ["No plot: the release has no kept clip.", ""]
+    for plot in plots:
+        lines += [f"### {plot.title}", "", f"![{plot.title}]({plots_dir}/{plot.name})", "", plot.caption, ""]
+    return lines
+
+
+def failures_section(rows: list[dict[str, Any]]) -> list[str]:
+    counts = failure_counts(rows)
+    lines = ["## Failure reasons", ""]
+    if not counts:
+        return lines + ["Every clip of the metadata is in the shards.", ""]
+    lines += ["Numbers in the messages are shown as N so that alike failures group together; every clip's exact "
+              "reason is in `manifest.parquet` (`status`, `failed_stage`, `error`).", ""]
+    shown = counts[:FAILURE_ROWS]
+    if len(counts) > FAILURE_ROWS:
+        shown.append((f"{len(counts) - FAILURE_ROWS} other reasons", sum(c for _, c in counts[FAILURE_ROWS:])))
+    return lines + _table(("clips", "reason"), [(count, reason) for reason, count in shown])
+
+
+def loading_section(release: dict[str, Any]) -> list[str]:
+    split = release["split"]
+    patterns = shard_patterns([s["name"] for s in release["shards"]]) or [f"{release['dataset']}-{split}-[0-9]*.tar"]
+    return ["## How to load", "", "With [webdataset](https://github.com/webdataset/webdataset):", "", "```python",
+            "import glob, io, json", "import numpy as np", "import webdataset as wds", "",
+            f"shards = sorted(f for pattern in {json.dumps(patterns)} for f in glob.glob(pattern))",
+            'for sample in wds.WebDataset(shards, shardshuffle=False):',
+            '    meta = json.loads(sample["json"])',
+            '    lmks = np.load(io.BytesIO(sample["lmks.npy"]))  # (T, 478, 3)', "```", "",
+            "With Hugging Face `datasets` (the WebDataset loader decodes `.json` and `.npy` members; "
+            "`mp4` and `wav` members decode with `torchcodec` installed):", "", "```python",
+            "from datasets import load_dataset", "",
+            f'ds = load_dataset("webdataset", data_files={{"{split}": {json.dumps(patterns)}}},',
+            f'                  split="{split}", streaming=True)',
+            "```", "",
+            "`manifest.parquet` has one row per clip of the metadata, failures included; `release.json` lists "
+            "every shard with its sha256, size and sample count.", ""]
+
+
+def licence_section(dataset: str) -> list[str]:
+    licence = LICENCES.get(dataset, UNKNOWN_LICENCE)
+    return ["## Licence and attribution", "", licence.text, "",
+            "Landmarks, mesh and blendshapes come from the MediaPipe FaceLandmarker (Apache-2.0, Google LLC).", ""]
+
+
+def citation_section(dataset: str) -> list[str]:
+    lines = ["## Citation", "", "The data layout follows AniPortrait:", "", "```bibtex", ANIPORTRAIT_BIBTEX, "```", ""]
+    if dataset in SOURCE_BIBTEX:
+        lines += ["Source dataset:", "", "```bibtex", SOURCE_BIBTEX[dataset], "```", ""]
+    return lines
+
+
+def render_readme(release: dict[str, Any], rows: list[dict[str, Any]], sample: dict[str, Any] | None,
+                  plots: list[Plot], plots_dir: str = PLOTS_DIR) -> str:
+    """The whole ``README.md`` text (no timestamps: same inputs, same text)."""
+    dataset, split = release["dataset"], release["split"]
+    samples = sum(s["samples"] for s in release["shards"])
+    body = [f"# AniPortrait training clips: {dataset} ({split})", "",
+            "Talking-face clips prepared for AniPortrait training (audio-driven portrait animation): per clip a "
+            "face-crop video, its audio, MediaPipe landmarks, head pose, blendshapes and a rendered pose video, "
+            f"packed as WebDataset shards: {samples} samples in {len(release['shards'])} shard(s).", "",
+            *summary_section(release, rows), *build_section(release), *members_section(sample),
+            *plots_section(plots, plots_dir), *failures_section(rows), *loading_section(release),
+            *licence_section(dataset), *citation_section(dataset)]
+    return yaml_header(release, samples) + "\n" + "\n".join(body).rstrip("\n") + "\n"
+
+
+def write_card(out_uri: str, dest_uri: str | None = None) -> CardResult:
+    """Write ``README.md`` and ``card/*.png`` for the build at ``out_uri`` (into ``dest_uri``
+    when given, else next to the shards); return where they went."""
+    out = OutputDir.from_uri(out_uri)
+    release = json.loads(out.read_bytes(RELEASE_NAME))
+    rows = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME))).to_pylist()
+    names = [s["name"] for s in release["shards"]]
+    sample = next(iter_samples(out_uri, names[:1]), None)
+    frames = read_shard_frames(out_uri, names) if names else ShardFrames()
+    plots = make_plots(rows, frames)
+    dest = OutputDir.from_uri(dest_uri) if dest_uri else out
+    plot_dir = OutputDir(dest.fs, dest.path(PLOTS_DIR))
+    plot_dir.makedirs()
+    for plot in plots:
+        plot_dir.write_bytes(plot.name, plot.png)
+    for stale in set(PLOT_NAMES) - {p.name for p in plots}:
+        if plot_dir.exists(stale):
+            dest.fs.delete_file(plot_dir.path(stale))
+    dest.write_bytes(README_NAME, render_readme(release, rows, sample, plots).encode())
+    return CardResult(readme=_where(dest, README_NAME), plots=[_where(plot_dir, p.name) for p in plots])
+
+
+def _where(folder: OutputDir, name: str) -> str:
+    """``name`` in ``folder`` as a user would write it (a path, or a URI off the local disk)."""
+    return folder.path(name) if folder.is_local else f"{folder.fs.type_name}://{folder.path(name)}"
+
