@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from aniportrait.media.cut import BITEXACT
-from aniportrait.media.probe import MediaError
+from aniportrait.media.probe import MediaError, check_tool
 
 
 def encode_rgb_lossless(frames: Iterable[np.ndarray], width: int, height: int, fps: float, out: str | Path) -> int:
@@ -32,6 +32,5 @@ def encode_rgb_lossless(frames: Iterable[np.ndarray], width: int, height: int, f
             count += 1
     finally:
         _, stderr = process.communicate()
-    if process.returncode != 0:
-        raise MediaError(f"ffmpeg failed to encode {Path(out).name}: {stderr.decode('utf-8', 'replace').strip()[-300:]}")
+    check_tool("ffmpeg", f"encode {Path(out).name}", process.returncode, stderr)
     return count

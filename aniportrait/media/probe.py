@@ -32,15 +32,26 @@ class MediaInfo:
     audio_sample_rate: int | None
 
 
+#: ffmpeg 5 exits 0 when it cannot finish writing an output (a full disk); these lines of
+#: its error log say so.
+OUTPUT_WRITE_ERRORS = ("Error writing trailer", "Error closing file")
+
+
+def check_tool(tool: str, what: str, returncode: int, stderr: bytes) -> None:
+    """Raise :class:`MediaError` with the stderr tail when ``tool`` failed or could not write."""
+    text = stderr.decode("utf-8", "replace").strip()
+    if returncode != 0 or any(line in text for line in OUTPUT_WRITE_ERRORS):
+        tail = text.splitlines()[-3:]
+        raise MediaError(f"{tool} failed to {what}: {' | '.join(tail) or 'no message'}")
+
+
 def run_tool(args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg/ffprobe argument list; raise :class:`MediaError` with its stderr tail."""
     try:
         done = subprocess.run(args, capture_output=True, check=False)
     except FileNotFoundError as exc:
         raise MediaError(f"{args[0]} is not installed (needed to {what})") from exc
-    if done.returncode != 0:
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-        raise MediaError(f"{args[0]} failed to {what}: {' | '.join(tail) or 'no message'}")
+    check_tool(args[0], what, done.returncode, done.stderr)
     return done
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -26,6 +27,19 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text or 'no message'}"
 
 
+#: errno values of a full disk, an exhausted quota and the file-size limit (RLIMIT_FSIZE).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: How ffmpeg's messages (``MediaError``) name the same errors.
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says there is no room to write: a problem of the machine, not of a clip."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, MediaError) and any(text in str(exc) for text in DISK_FULL_TEXTS)
+
+
 class ClipStage:
     """Base of per-clip stages.
 
@@ -33,7 +47,8 @@ class ClipStage:
     :class:`ClipState` (outputs into the clip's work folder), and
     :meth:`constructor_kwargs`, which rebuilds the stage in a Ray actor. :meth:`run`
     reuses a finished result whose settings hash matches (resume), records any error on
-    the clip instead of raising, and writes the done marker last.
+    the clip instead of raising (except a full disk: :func:`is_disk_full`), and writes
+    the done marker last.
     ``upstream_hash`` chains the hash of the previous stage, so a change early in the
     chain invalidates everything after it.
     """
@@ -59,6 +74,8 @@ class ClipStage:
         try:
             self.process(state)
         except Exception as exc:  # recorded per clip; the build goes on with the others
+            if is_disk_full(exc):
+                raise  # the machine's fault, not the clip's: no marker, so a rerun retries the clip
             self.record_failure(state, exc)
         self.write_marker(state)
         return state

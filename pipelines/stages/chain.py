@@ -5,32 +5,109 @@ small cluster deadlocks (the later pools' idle actors hold the CPUs the earlier 
 wait for). One pool running the chain per clip avoids that, moves no data between
 actors and keeps a clip's work-area files on the node that made them. The stages stay
 separate classes with their own caches and markers.
+
+Next to each clip's ``state`` the chain returns a ``metrics`` column: the wall seconds
+each stage spent on the clip (0 when restored from its marker) and the peak resident
+memory of the actor process that ran it. Timings stay out of the state, so markers and
+manifests do not depend on them. A full disk is no clip's failure: the chain stops the
+batch and says why in the ``halt`` column, and the driver stops the build (nothing of
+the interrupted stage is cached, so a rerun with space redoes it).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import socket
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from aniportrait.schema import ClipState
-from pipelines.stages.base import ClipStage
+from pipelines.stages.base import ClipStage, describe_error, is_disk_full
+
+#: Ray Data column holding each clip's metrics (JSON, like ``state``).
+METRICS_COLUMN = "metrics"
+#: Ray Data column saying why the build must stop (a full disk); empty when all is well.
+HALT_COLUMN = "halt"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class StageChain:
     """Build the given stages once per actor; run each batch of clips through them in order.
 
     A stage gets the batch's clips that are still ok, so a stage that batches (wav2vec2
-    on a GPU) can; the others process them one by one.
+    on a GPU) can; the others process them one by one. A batched stage's time is split
+    evenly over the clips it processed.
     """
 
     def __init__(self, specs: list[tuple[type[ClipStage], dict[str, Any]]]) -> None:
         self.stages = [cls(**kwargs) for cls, kwargs in specs]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        #: Set once a stage found the disk full: later batches are not started either.
+        self.halted = ""
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        """A Ray Data batch of clip rows (column ``state``) through every stage in order."""
+        """A Ray Data batch of clip rows (``state``, and ``metrics``, ``halt`` after another
+        chain) through every stage in order."""
         states = [ClipState.from_row({"state": text}) for text in batch["state"]]
+        metrics = ([json.loads(text) for text in batch[METRICS_COLUMN]] if METRICS_COLUMN in batch
+                   else [{"seconds": {}, "peak_rss_mb": {}} for _ in states])
+        halt = [str(text) for text in batch[HALT_COLUMN]] if HALT_COLUMN in batch else [""] * len(states)
+        if self.halted:
+            halt = [self.halted] * len(states)
         for stage in self.stages:
-            stage.run_batch([s for s in states if s.ok])
-        return {"state": [s.to_row()["state"] for s in states]}
+            todo = [(s, m) for s, m, h in zip(states, metrics, halt) if s.ok and not h]
+            started = time.perf_counter()
+            try:
+                stage.run_batch([s for s, _ in todo])
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                clips = ", ".join(s.record.clip_id for s, _ in todo)
+                self.halted = (f"out of disk space in {stage.work.root} ({stage.name} stage, clip {clips}): "
+                               f"{describe_error(exc)}")
+                halt = [self.halted] * len(states)
+                break
+            elapsed = time.perf_counter() - started
+            ran = [m for s, m in todo if stage.name not in s.cached_stages]
+            for m in ran:
+                m["seconds"][stage.name] = elapsed / len(ran)
+            for s, m in todo:
+                m["seconds"].setdefault(stage.name, 0.0)
+        peak = peak_rss_mb()
+        for m in metrics:
+            m["peak_rss_mb"][self.worker] = peak
+        return {"state": [s.to_row()["state"] for s in states],
+                METRICS_COLUMN: [json.dumps(m) for m in metrics], HALT_COLUMN: halt}
+
+
+@dataclass
+class StageMetrics:
+    """A build's chain metrics: wall seconds per stage summed over clips, peak MiB per worker."""
+
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: ``host:pid`` of each chain actor -> its peak resident memory (MiB).
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def add(self, text: str) -> None:
+        """Add one clip's ``metrics`` column value."""
+        clip = json.loads(text)
+        for stage, seconds in clip["seconds"].items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        for worker, peak in clip["peak_rss_mb"].items():
+            self.peak_rss_mb[worker] = max(peak, self.peak_rss_mb.get(worker, 0.0))
+
+    def summary(self) -> str:
+        """One line: seconds per stage, and the largest worker's peak memory."""
+        times = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in self.stage_seconds.items())
+        peak = max(self.peak_rss_mb.values(), default=0.0)
+        return f"stage time (summed over clips): {times}; peak worker memory {peak:.0f} MiB"
 
 
 def chain_specs(stages: list[ClipStage]) -> list[tuple[type[ClipStage], dict[str, Any]]]:
