@@ -3,6 +3,8 @@
 Exit codes of ``build``: 0 every clip succeeded; 3 some clips failed (the good ones are
 written, the failures are rows of ``manifest.parquet`` with their reason); 2 a usage or
 set-up error (bad option, unknown dataset, unreadable metadata, missing ffmpeg).
+Exit codes of ``verify``: 0 the release matches ``release.json``; 1 a shard or the
+manifest disagrees with it (each problem is printed with the shard's name); 2 no release.
 """
 
 from __future__ import annotations
@@ -51,20 +53,29 @@ def build(
     split: Annotated[str, typer.Option(help="Split name used in shard names.")] = "train",
     size: Annotated[int, typer.Option(help="Output frame size (square).", min=16)] = 512,
     fps: Annotated[float, typer.Option(help="Output frame rate.", min=1, max=120)] = 30.0,
-    shard_samples: Annotated[int, typer.Option(help="Clips per shard.", min=1)] = 1000,
+    shard_samples: Annotated[Optional[int], typer.Option(help="Clips per shard (default 1000; or use --shard-size).", min=1)] = None,
+    shard_size: Annotated[Optional[str], typer.Option(help="Shard size: bytes with a unit (1GB, 500MB, 64KiB; a bigger single clip gets its own shard) or a clip count (1000).")] = None,
+    keep_rejected: Annotated[bool, typer.Option("--keep-rejected", help="Also shard the clips a curation rule rejected, into <dataset>-<split>-rejected-*.tar.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run again the clips the release in --out records as failed (e.g. after a network error); the rest is reused.")] = False,
     download_workers: Annotated[int, typer.Option(help="Concurrent downloads.", min=1)] = 4,
     retries: Annotated[int, typer.Option(help="yt-dlp retries per download.", min=0)] = 3,
     face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
     landmarker_mode: Annotated[str, typer.Option(help="MediaPipe running mode: video (tracking) or image.")] = "video",
     wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 checkpoint for audio features: local folder or hub id (default facebook/wav2vec2-base-960h; the sample skips audio features unless given; 'none' skips them).")] = None,
     min_face_rate: Annotated[float, typer.Option(help="Reject clips with a face in fewer than this share of frames.", min=0, max=1)] = 0.9,
+    filter_rules: Annotated[Optional[str], typer.Option("--filter", help="Curation rules on the quality scores, comma separated, e.g. 'face_px>=150,sync_conf>=3' (scores: see `aniportrait-data scores`); a clip breaking one is kept as a manifest row 'filtered:<rule>'.")] = None,
+    curation: Annotated[Optional[Path], typer.Option(help="TOML file with curation settings (filter, scene_cuts, min_part_s, fix_sync, scene_threshold); flags override it.")] = None,
+    scene_cuts: Annotated[Optional[str], typer.Option(help="Clips crossing a scene cut: split (each shot becomes a clip, default), reject or keep.")] = None,
+    fix_sync: Annotated[Optional[bool], typer.Option("--fix-sync/--no-fix-sync", help="Shift each clip's audio by its measured lip/audio offset (recorded as audio_shift_frames).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every clip.")] = False,
 ) -> None:
     """Build WebDataset shards, manifest.parquet and release.json for a dataset."""
     _setup_logging(verbose)
     from aniportrait.media.cut import CutSettings
+    from aniportrait.storage import OutputError
     from pipelines.build import SetupError, run_build
     from pipelines.config import BuildConfig
+    from pipelines.curation import load_curation
 
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
@@ -83,18 +94,36 @@ def build(
             dataset=dataset, out=out, work_dir=str(work_dir), metadata=str(metadata) if metadata else None,
             mirror=str(mirror) if mirror else None, address=address, workers=workers,
             download_workers=download_workers, limit=limit, split=split, cut=CutSettings(size=size, fps=fps),
-            shard_samples=shard_samples, download_retries=retries,
+            **_shard_limit(shard_samples, shard_size), keep_rejected=keep_rejected, retry_failed=retry_failed,
+            download_retries=retries,
             face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
             min_face_rate=min_face_rate, wav2vec2=_audio_model(dataset, wav2vec2),
+            curation=load_curation(curation, filter=[filter_rules] if filter_rules else None, scene_cuts=scene_cuts,
+                                   fix_sync=fix_sync),
         )
         result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:
         raise _fail_setup(str(exc)) from exc
+    except OutputError as exc:  # raised in the driver or, as ray's RayTaskError(OutputError), in a worker
+        reason = str(getattr(exc, "cause", exc)).splitlines()[0]
+        raise _fail_setup(f"{reason}\nfinished clips are kept in {work_dir}: run the same command again to resume") from exc
     if result.failed:
         console.print(f"[yellow]{result.failed} of {len(result.states)} clips failed[/] "
                       f"(reasons in {out}/manifest.parquet); exit code {EXIT_PARTIAL}")
         raise typer.Exit(EXIT_PARTIAL)
     console.print(f"[green]all {len(result.states)} clips written[/] to {out}")
+
+
+def _shard_limit(shard_samples: int | None, shard_size: str | None) -> dict[str, int | None]:
+    """``shard_samples``/``shard_bytes`` for the config from ``--shard-samples`` or ``--shard-size``."""
+    from pipelines.config import parse_shard_size
+
+    if shard_size is None:
+        return {"shard_samples": shard_samples, "shard_bytes": None}
+    if shard_samples is not None:
+        raise ValueError("give --shard-samples or --shard-size, not both")
+    samples, size = parse_shard_size(shard_size)
+    return {"shard_samples": samples, "shard_bytes": size}
 
 
 def _audio_model(dataset: str, wav2vec2: str | None) -> str | None:
@@ -133,6 +162,23 @@ def stats(out: Annotated[str, typer.Argument(help="A built dataset directory or 
         manifest_stats(out, console)
     except FileNotFoundError as exc:
         raise _fail_setup(f"{out} holds no manifest.parquet ({exc})") from exc
+
+
+@app.command()
+def scores() -> None:
+    """List the quality scores that --filter rules can name, with what they measure."""
+    from rich.table import Table
+
+    from aniportrait.filters import ALIASES, SCORES
+
+    table = Table(title="scores for --filter (e.g. --filter 'face_px>=150,sync_conf>=3')")
+    table.add_column("score")
+    table.add_column("alias")
+    table.add_column("meaning")
+    aliases = {target: name for name, target in ALIASES.items()}
+    for name, meaning in SCORES.items():
+        table.add_row(name, aliases.get(name, ""), meaning)
+    Console().print(table)
 
 
 @app.command()
@@ -176,6 +222,53 @@ def preview(
     except (KeyError, ValueError, MediaError) as exc:
         raise _fail_setup(str(exc)) from exc
     console.print(f"wrote {sheet} and {video}")
+
+
+@app.command()
+def card(
+    out: Annotated[str, typer.Argument(help="A built dataset directory or URI.")],
+    dest: Annotated[Optional[str], typer.Option("--out", help="Folder or URI for README.md and card/*.png (default: the dataset directory).")] = None,
+) -> None:
+    """Write the dataset card: README.md with the Hugging Face YAML header, tables and plots."""
+    from pipelines.card import write_card
+
+    try:
+        result = write_card(out, dest)
+    except FileNotFoundError as exc:
+        raise _fail_setup(f"{out} holds no built dataset ({exc})") from exc
+    console.print(f"wrote {result.readme} and {len(result.plots)} plots")
+
+
+EXIT_BAD_RELEASE = 1
+
+
+@app.command()
+def verify(out: Annotated[str, typer.Argument(help="A built dataset directory or URI.")]) -> None:
+    """Re-check every shard's sha256, size and samples, and the manifest, against release.json."""
+    from rich.table import Table
+
+    from pipelines.verify import verify_release
+
+    try:
+        report = verify_release(out)
+    except FileNotFoundError as exc:
+        raise _fail_setup(f"{out} holds no release.json ({exc})") from exc
+    except ValueError as exc:
+        raise _fail_setup(f"cannot read {out}/release.json: {exc}") from exc
+    table = Table(title=f"verify {out}")
+    for column in ("shard", "samples", "bytes", "sha256", "result"):
+        table.add_column(column)
+    for shard in report.shards:
+        samples = "?" if shard.keys is None else str(len(shard.keys))
+        table.add_row(shard.name, f"{samples} / {shard.expected_samples}", str(shard.size or "-"),
+                      (shard.sha256 or "-")[:16], "[green]ok[/]" if shard.ok else f"[red]{'; '.join(shard.problems)}[/]")
+    console.print(table)
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {problem}")
+    if not report.ok:
+        console.print(f"[bold red]{len(report.all_problems())} problem(s)[/]; exit code {EXIT_BAD_RELEASE}")
+        raise typer.Exit(EXIT_BAD_RELEASE)
+    console.print(f"[green]all {len(report.shards)} shards and the manifest match release.json[/]")
 
 
 if __name__ == "__main__":

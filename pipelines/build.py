@@ -4,12 +4,14 @@ Phase 1 (process, streaming on Ray Data): one row per source video is fetched (m
 or yt-dlp), split into one row per clip, and each clip stage runs in an actor pool,
 writing files and a done marker into the work area. Rows carry paths and small facts,
 never decoded frames. Phase 2 (pack): finished clips, sorted by id, become shards, then
-the manifest, then ``release.json``.
+the manifest, then ``release.json``. Shards are planned per release generation and only
+those whose content changed are written (see ``pipelines.pack`` and ``pipelines.release``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -22,11 +24,12 @@ import datasets_spec
 from aniportrait.audio import ModelLoadError
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import LandmarkerSettings
-from aniportrait.schema import ClipRecord, ClipState
+from aniportrait.schema import STATUS_FAILED, STATUS_SPLIT, STATUSES, ClipRecord, ClipState
 from aniportrait.storage import OutputDir
 from pipelines.config import BuildConfig
 from pipelines.pack import (
     RELEASE_NAME,
+    ShardPlan,
     WriteShard,
     plan_rows,
     plan_shards,
@@ -35,10 +38,23 @@ from pipelines.pack import (
     write_release,
 )
 from pipelines.progress import failure_table, make_progress, summary_table
-from pipelines.stages import AudioFeatures, ClipStage, CutClip, ExtractFace, FetchSource, RenderPose
+from pipelines.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
+from pipelines.stages import (
+    AudioFeatures,
+    ClipStage,
+    CutClip,
+    ExtractFace,
+    FetchSource,
+    FilterClips,
+    FixSync,
+    RenderPose,
+    ScoreQuality,
+)
 from pipelines.stages.audio import model_revision
-from pipelines.stages.chain import StageChain, chain_specs
+from pipelines.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
+from pipelines.stages.fetch import STAGE as DOWNLOAD_STAGE
 from pipelines.versions import tool_versions
+from pipelines.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +78,15 @@ class BuildResult:
     resumed: int = 0
     stage_names: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Wall seconds per clip stage, summed over the clips processed in this run.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Peak resident memory (MiB) of each stage-chain worker (``host:pid``).
+    worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
-        return sum(not s.ok for s in self.states)
+        """Clips that failed (filtered and split clips are results, not failures)."""
+        return sum(s.status == STATUS_FAILED for s in self.states)
 
 
 def load_records(cfg: BuildConfig) -> list[ClipRecord]:
@@ -89,9 +110,14 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
     landmarker = LandmarkerSettings(model_path=str(model), mode=cfg.landmarker_mode)
     chain: list[tuple[type[ClipStage], dict[str, Any]]] = [
         (CutClip, {"cut": cfg.cut}),
-        (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate}),
+        (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate,
+                       "scene_threshold": cfg.curation.scene_threshold}),
         (RenderPose, {}),
+        (ScoreQuality, {}),
+        (FilterClips, {"curation": cfg.curation}),
     ]
+    if cfg.curation.fix_sync:
+        chain.append((FixSync, {}))
     if cfg.wav2vec2:
         try:
             revision = model_revision(cfg.wav2vec2)
@@ -107,14 +133,37 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
     return stages
 
 
+def sub_clips(states: list[ClipState], fps: float) -> list[ClipRecord]:
+    """The records of the shots that clips split at scene cuts were replaced by."""
+    return [state.record.part(first, end, fps)
+            for state in states if state.status == STATUS_SPLIT for first, end in state.info["parts"]]
+
+
 def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray; quiet Ray Data's own progress bars."""
+    """Connect to ``address`` or start a local Ray; quiet Ray Data's own progress bars.
+
+    With ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``) no runtime_env is
+    sent: every node must have this package and ffmpeg installed (the same image), and
+    the work directory must be a filesystem every node and this driver see. Errors
+    raised in workers (e.g. :class:`~aniportrait.storage.OutputError` from a shard
+    upload) reach the driver as their own type, not wrapped by Ray Data.
+    """
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, configure_logging=True,
                  logging_level=logging.WARNING, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    context.raise_original_map_exception = True
+    # That exception is the report: Ray Data's console copy of its stack trace would bury
+    # the one-line message the CLI prints (ray-data.log in the session keeps it).
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and _below_error not in handler.filters:
+            handler.addFilter(_below_error)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
 
 
 def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
@@ -129,25 +178,41 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     out.remove_stale_temporaries()
     stages = clip_stages(cfg)
     stage_names = ["download"] + [s.name for s in stages]
+    previous = read_previous(out, cfg.dataset, cfg.split)
+    if cfg.retry_failed and previous is not None:
+        retry = previous.failed()
+        console.print(f"retrying the {len(retry)} failed clips of release version {previous.version}")
+        _forget_failures(stages, retry)
     states, pending = _resume(stages[-1], records, stage_names)
     console.print(f"[bold]{cfg.dataset}[/]: {len(records)} clips, {len(states)} already done, "
                   f"{len(pending)} to process")
     init_ray(cfg.address)
     workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     timings: dict[str, float] = {}
+    metrics = StageMetrics()
     with make_progress(console) as progress:
         started = time.perf_counter()
         if pending:
-            states += _process(cfg, stages, pending, workers, progress)
+            states += _process(cfg, stages, pending, workers, progress, metrics)
+        parts = sub_clips(states, cfg.cut.fps)
+        if parts:
+            done_parts, pending_parts = _resume(stages[-1], parts, stage_names)
+            states += done_parts
+            if pending_parts:
+                states += _process(cfg, stages, pending_parts, workers, progress, metrics)
         timings["process"] = time.perf_counter() - started
         started = time.perf_counter()
-        shards = _pack(cfg, out, states, workers, progress)
         states.sort(key=lambda s: s.record.clip_id)
-        release = _release(cfg, out, states, shards, stages)
+        packed = _pack(cfg, out, states, stages[-1].stage_hash, previous, workers, progress)
+        release = _release(cfg, out, states, packed, stages, previous)
+        shards = packed.entries
         timings["pack"] = time.perf_counter() - started
     result = BuildResult(states, shards, release, resumed=len(records) - len(pending), stage_names=stage_names,
-                         timings_s=timings)
+                         timings_s=timings, stage_seconds=metrics.stage_seconds,
+                         worker_peak_rss_mb=metrics.peak_rss_mb)
     console.print(summary_table(states, stage_names, len(shards)))
+    if metrics.stage_seconds:
+        console.print(metrics.summary())
     failures = failure_table(states)
     if failures is not None:
         console.print(failures)
@@ -169,8 +234,29 @@ def _resume(last: ClipStage, records: list[ClipRecord], stage_names: list[str]
     return done, pending
 
 
+def _forget_failures(stages: list[ClipStage], failed: dict[str, str]) -> None:
+    """Delete the cached failures of the ``failed`` clips (clip id -> source id) so they run
+    again: their stage markers that record a failure and their source's failed-download
+    marker. Markers of the stages a clip passed stay, so only what failed runs again."""
+    work = stages[0].work
+    for clip_id, source_id in sorted(failed.items()):
+        for stage in stages:
+            payload = work.read_marker(clip_id, stage.name, stage.stage_hash)
+            if payload is not None and payload.get("status") == STATUS_FAILED:
+                work.marker_path(clip_id, stage.name).unlink()
+        work.marker_path(source_id, DOWNLOAD_STAGE, kind="sources").unlink(missing_ok=True)
+
+
 def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,
-             progress: Any) -> list[ClipState]:
+             progress: Any, metrics: StageMetrics) -> list[ClipState]:
+    """Run the clip stages over ``pending`` on Ray; add the chain's timings to ``metrics``.
+
+    A chain actor that dies (killed, out of memory, node lost) is restarted and its clip
+    runs again: Ray Data's default for actor pools (``max_restarts=-1``,
+    ``max_task_retries=-1``; ``tests/test_faults.py`` checks it); the clip's finished
+    stages are restored from their markers. A full disk stops the build with
+    :class:`SetupError`; finished clips stay.
+    """
     # Small blocks (one clip each up to MAX_BLOCKS) so every worker gets clips at once.
     rows = [state.to_row() for state in pending]
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
@@ -191,46 +277,88 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     task = progress.add_task("clips", total=len(pending), note="")
     finished: list[ClipState] = []
     for row in ds.iter_rows():
+        if row[HALT_COLUMN]:
+            raise SetupError(f"{row[HALT_COLUMN]}. Finished clips are kept: free some space and run "
+                             "the same command again to go on.")
         state = ClipState.from_row(row)
         finished.append(state)
-        failed = sum(not s.ok for s in finished)
+        metrics.add(row[METRICS_COLUMN])
+        failed = sum(s.status == STATUS_FAILED for s in finished)
         progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
     return finished
 
 
-def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], workers: int, progress: Any) -> list[dict[str, Any]]:
-    plans = plan_shards(states, cfg.dataset, cfg.split, cfg.shard_samples)
-    task = progress.add_task("shards", total=len(plans), note="")
-    shards: list[dict[str, Any]] = []
-    if plans:
-        rows = plan_rows(plans)
+@dataclass
+class Packed:
+    """The pack phase's result: the plan and every planned shard's release entry."""
+
+    generations: dict[str, int]
+    plans: list[ShardPlan]
+    entries: list[dict[str, Any]]
+    written: list[str]
+    unchanged: list[str]
+    removed: list[str]
+
+
+def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash: str,
+          previous: PreviousRelease | None, workers: int, progress: Any) -> Packed:
+    """Plan the shards; write those whose fingerprint or file differs from the previous release's."""
+    generations = assign_generations(states, previous)
+    plans = plan_shards(states, cfg.dataset, cfg.split, generations, samples=cfg.shard_samples,
+                        max_bytes=cfg.shard_bytes, work=WorkArea(cfg.work_dir), keep_rejected=cfg.keep_rejected)
+    known = previous.shards() if previous else {}
+    entries: list[dict[str, Any]] = []
+    todo: dict[str, dict[str, Any]] = {}
+    for plan in plans:
+        fingerprint = plan.fingerprint(chain_hash)
+        entry = known.get(plan.name)
+        if entry and entry.get("fingerprint") == fingerprint and _has_size(out, entry):
+            entries.append(entry)
+        else:
+            todo[plan.name] = {"generation": plan.generation, "fingerprint": fingerprint}
+    unchanged = [e["name"] for e in entries]
+    task = progress.add_task("shards", total=len(todo), note="")
+    if todo:
+        rows = plan_rows([p for p in plans if p.name in todo])
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         ds = ds.map(WriteShard, fn_constructor_kwargs={"out_uri": cfg.out, "work_dir": cfg.work_dir},
                     compute=ray.data.ActorPoolStrategy(size=min(len(rows), workers)), num_cpus=0.5)
         for row in ds.iter_rows():
-            shards.append(dict(row))
+            entries.append({**row, **todo[row["name"]]})
             progress.update(task, advance=1)
-    shards.sort(key=lambda s: s["name"])
-    remove_stale_shards(out, cfg.dataset, cfg.split, {s["name"] for s in shards})
-    return shards
+    entries.sort(key=lambda s: s["name"])
+    names = {p.name for p in plans}
+    remove_stale_shards(out, cfg.dataset, cfg.split, names)
+    return Packed(generations, plans, entries, written=sorted(todo), unchanged=unchanged,
+                  removed=sorted(set(known) - names))
 
 
-def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], shards: list[dict[str, Any]],
-             stages: list[ClipStage]) -> dict:
-    shard_of = {}
-    for plan in plan_shards(states, cfg.dataset, cfg.split, cfg.shard_samples):
-        shard_of.update({s.record.clip_id: plan.name for s in plan.states})
-    manifest = write_manifest(out, states, shard_of)
-    failed = [s for s in states if not s.ok]
+def _has_size(out: OutputDir, entry: dict[str, Any]) -> bool:
+    """Whether the shard file is there with the size the release recorded."""
+    return out.fs.get_file_info(out.path(entry["name"])).size == entry.get("size")
+
+
+def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], packed: Packed, stages: list[ClipStage],
+             previous: PreviousRelease | None) -> dict:
+    shard_of = {s.record.clip_id: plan.name for plan in packed.plans for s in plan.states}
+    manifest = write_manifest(out, states, shard_of, packed.generations)
+    changes = describe_changes(previous, states, cfg.content_hash(), manifest["sha256"], packed.written,
+                               packed.unchanged, packed.removed)
+    version, changes = next_version(previous, changes)
+    rejected = {p.name for p in packed.plans if p.rejected}
+    statuses = Counter(s.status for s in states)
     release = {
         "format": RELEASE_FORMAT,
         "dataset": cfg.dataset,
         "split": cfg.split,
+        "version": version,
+        "changes": changes,
         "config": cfg.content_config(),
         "config_hash": cfg.content_hash(),
-        "counts": {"clips": len(states), "ok": len(states) - len(failed), "failed": len(failed),
+        "counts": {"clips": len(states), **{status: statuses[status] for status in STATUSES},
                    "frames": sum(int(s.info.get("frames") or 0) for s in states if s.ok)},
-        "shards": shards,
+        "shards": [e for e in packed.entries if e["name"] not in rejected],
+        "rejected_shards": [e for e in packed.entries if e["name"] in rejected],
         "manifest": manifest,
         "tools": tool_versions(),
         "models": {s.name: s.model_info() for s in stages if s.model_info()},

@@ -20,6 +20,7 @@ import ray
 import webdataset as wds
 from loopback import serve_directory
 from rich.console import Console
+from sample_lists import write_sample_lists as _write_lists
 
 from aniportrait.face import DEFAULT_MODEL_SHA256
 from aniportrait.media.probe import count_video_frames
@@ -54,18 +55,6 @@ def _build(out: Path, *, dataset: str = "sample", metadata: Path | None = None, 
 def _outputs(out: Path) -> dict[str, bytes]:
     """Every released file (shards, manifest, release file) by name."""
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
-
-
-def _write_lists(folder: Path, videos: dict[str, tuple[str, list[str]]], crops: dict[str, str] | None = None) -> Path:
-    """HDTF-format ``SAMPLE_*`` lists: name -> (url, spans); crops: clip -> 'x w y h'."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "SAMPLE_video_url.txt").write_text("".join(f"{n} {u}\n" for n, (u, _) in videos.items()))
-    (folder / "SAMPLE_resolution.txt").write_text("".join(f"{n}.mp4 512\n" for n in videos))
-    (folder / "SAMPLE_annotion_time.txt").write_text(
-        "".join(f"{n}.mp4 {' '.join(spans)}\n" for n, (_, spans) in videos.items()))
-    (folder / "SAMPLE_crop_wh.txt").write_text("".join(f"{c}.mp4 {box}\n" for c, box in (crops or {}).items()))
-    (folder / "SAMPLE_crop_ratio.txt").write_text("")
-    return folder
 
 
 @pytest.fixture(scope="module")
