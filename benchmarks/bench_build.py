@@ -4,9 +4,14 @@ official-style script measured in the same run.
 * ours: ``run_build`` of the ``sample`` dataset (3 clips, 9 clip-seconds; mirror = the
   embedded videos, no wav2vec2) into fresh output and work folders, ``workers=1`` and
   ``workers=2``. Ray is started once before the clock (its start-up is printed apart);
-  the actor pools' start-up inside each build is timed. Per-stage seconds and the peak
-  memory of each stage worker come from ``BuildResult`` (``stage_seconds``,
-  ``worker_peak_rss_mb``).
+  each build's fixed costs (process-phase overhead: actor start-up; pack) are printed
+  with the rest. Per-stage seconds and the peak memory of each stage worker come from
+  ``BuildResult`` (``stage_seconds``, ``worker_peak_rss_mb``).
+* ``--clips N``: a larger workload made of the same two videos, so the fixed cost of a
+  build is spread over more clips: N clips of 1-2 s at different offsets, in HDTF-format
+  metadata of the ``sample`` dataset whose sources are links to the two mirror videos
+  under other names (``LylTalking00``, ``Radio1000``, ...; 6 clips, 9 clip-seconds per
+  pair of sources).
 * baseline, one process (a spawned child), clip after clip as the official preprocessing
   does: ``ffmpeg`` cuts the clip (same seek, crop and 512x512 / 30 fps filter as ours) to
   PNG frames in a temporary folder, then per frame ``cv2.imread`` -> RGB -> MediaPipe
@@ -16,7 +21,7 @@ official-style script measured in the same run.
 The three methods alternate their order on each repeat; ratios are medians of the
 per-repeat ratios of clip-seconds per wall-second. It asserts nothing about time.
 
-    python benchmarks/bench_build.py [--repeats R]
+    python benchmarks/bench_build.py [--repeats R] [--clips N]
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ from aniportrait.schema import ClipRecord
 from datasets_spec import sample
 from pipelines.config import BuildConfig
 
+#: The sample's two videos: name, URL, height (``resolution``), ``crop_wh`` box, and the
+#: clips of one copy (``annotion_time`` spans of 1-2 s, back to back).
+SOURCES = (("LylTalking", "https://github.com/Zejun-Yang/AniPortrait", 516, "0 514 1 514",
+            ("00:00-00:02", "00:02-00:03", "00:03-00:05", "00:05-00:07")),
+           ("Radio10", "https://www.youtube.com/watch?v=ZoRK17RCZHY&t=6s", 512, "0 512 0 512",
+            ("00:00-00:01", "00:01-00:02")))
 METHODS = ("baseline", "ours-1", "ours-2")
 LABELS = {"baseline": "baseline (ffmpeg -> PNG, IMAGE mode, 1 process)", "ours-1": "ours, Ray, 1 worker",
           "ours-2": "ours, Ray, 2 workers"}
@@ -140,14 +151,54 @@ def baseline_pass(records: list[ClipRecord], mirror: str, model_path: str) -> Ru
     return Run("baseline", clip_s, wall, stage_s, {"script": own, "ffmpeg (largest)": ffmpeg})
 
 
+# ---------------------------------------------------------------- workload
+
+@dataclass(frozen=True)
+class Workload:
+    """What the three methods build: the ``sample`` dataset's metadata and mirror."""
+
+    mirror: str
+    #: None: the embedded sample's own lists
+    metadata: str | None = None
+
+    def config(self, out: str, work_dir: str, workers: int | None = None) -> BuildConfig:
+        return BuildConfig(dataset="sample", out=out, work_dir=work_dir, metadata=self.metadata,
+                           mirror=self.mirror, workers=workers)
+
+
+def write_workload(folder: Path, clips: int) -> Workload:
+    """``clips`` clips in HDTF lists, over links to the sample's videos (see the module docstring)."""
+    mirror, lists = folder / "mirror", folder / "metadata"
+    mirror.mkdir(parents=True)
+    lists.mkdir()
+    urls, heights, times, crops = [], [], [], []
+    copy = 0
+    while clips > 0:
+        for video, url, height, box, spans in SOURCES:
+            spans = spans[:clips]
+            if not spans:
+                break
+            name = f"{video}{copy:02d}"
+            (mirror / f"{name}.mp4").symlink_to(sample.default_mirror() / f"{video}.mp4")
+            urls.append(f"{name} {url}\n")
+            heights.append(f"{name}.mp4 {height}\n")
+            times.append(f"{name}.mp4 {' '.join(spans)}\n")
+            crops += [f"{name}_{k}.mp4 {box}\n" for k in range(len(spans))]
+            clips -= len(spans)
+        copy += 1
+    for kind, lines in (("video_url", urls), ("resolution", heights), ("annotion_time", times),
+                        ("crop_wh", crops), ("crop_ratio", [])):
+        (lists / f"SAMPLE_{kind}.txt").write_text("".join(lines))
+    return Workload(str(mirror), str(lists))
+
+
 # ---------------------------------------------------------------- ours
 
-def ours_pass(root: Path, tag: str, workers: int) -> Run:
-    """``run_build`` of the sample into fresh folders; exit if a clip failed."""
+def ours_pass(root: Path, tag: str, workers: int, workload: Workload) -> Run:
+    """``run_build`` of ``workload`` into fresh folders; exit if a clip failed."""
     from pipelines.build import run_build
 
-    cfg = BuildConfig(dataset="sample", out=str(root / f"out-{tag}"), work_dir=str(root / f"work-{tag}"),
-                      mirror=str(sample.default_mirror()), workers=workers)
+    cfg = workload.config(str(root / f"out-{tag}"), str(root / f"work-{tag}"), workers)
     started = time.perf_counter()
     result = run_build(cfg, Console(quiet=True))
     wall = time.perf_counter() - started
@@ -167,9 +218,16 @@ def ratio(runs: dict[str, list[Run]], num: str, den: str) -> tuple[float, list[f
     return statistics.median(each), each
 
 
-def report(runs: dict[str, list[Run]], ray_start_s: float, console: Console) -> None:
-    """Print the throughput table, per-stage seconds, peak memory and the ratios."""
-    table = Table(title=f"whole build of the sample (median of {len(runs['baseline'])} repeats)")
+def overhead_s(run: Run, workers: int) -> float:
+    """Process-phase seconds beyond the stage work: actor start-up and scheduling. With one
+    worker, process wall minus the summed stage seconds; with more, minus that sum over the
+    workers (an estimate: it assumes the clips kept every worker busy)."""
+    return run.phases_s["process"] - sum(run.stage_s.values()) / workers
+
+
+def report(runs: dict[str, list[Run]], ray_start_s: float, what: str, console: Console) -> None:
+    """Print the throughput table, per-stage seconds, peak memory, fixed costs and the ratios."""
+    table = Table(title=f"whole build of {what} (median of {len(runs['baseline'])} repeats)")
     for column in ("method", "clip-s", "wall s", "clip-s / wall-s", "x baseline"):
         table.add_column(column, justify="left" if column == "method" else "right")
     base = statistics.median(r.throughput for r in runs["baseline"])
@@ -180,6 +238,12 @@ def report(runs: dict[str, list[Run]], ray_start_s: float, console: Console) -> 
                       f"{speed:.3f}", f"{speed / base:.2f}")
     console.print(table)
     console.print(f"Ray start-up (once, before the clock, not in any number above): {ray_start_s:.1f} s")
+    for method in METHODS[1:]:
+        mine, workers = runs[method], int(method[-1])
+        console.print(f"{method} fixed costs per build (median): process-phase overhead (actor start-up, "
+                      f"scheduling; process s - stage s / {workers}) "
+                      f"{statistics.median(overhead_s(r, workers) for r in mine):.2f} s, "
+                      f"pack {statistics.median(r.phases_s['pack'] for r in mine):.2f} s")
     for method in METHODS:
         for i, run in enumerate(runs[method]):
             stages = ", ".join(f"{k} {v:.2f}" for k, v in run.stage_s.items())
@@ -199,34 +263,40 @@ def main() -> None:
     """Start Ray once, warm up, then time the three methods ``--repeats`` times each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per method (default 2)")
+    parser.add_argument("--clips", type=int, default=0,
+                        help="build N clips made from the sample's videos instead of the sample (default: the sample)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.clips < 0:
+        parser.error("--clips must be 0 (the sample) or more")
     console = Console() if Console().is_terminal else Console(width=160)
     from pipelines.build import init_ray, load_records
 
-    mirror = str(sample.default_mirror())
-    records = load_records(BuildConfig(dataset="sample", out="unused", work_dir="unused", mirror=mirror).resolved())
-    console.print(f"1-minute load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-                  f"{len(records)} clips")
-    started = time.perf_counter()
-    init_ray(None)
-    ray_start_s = time.perf_counter() - started
-    runs: dict[str, list[Run]] = {m: [] for m in METHODS}
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp_name, \
             ProcessPoolExecutor(1, mp_context=get_context("spawn")) as child:
         root = Path(tmp_name)
-        child.submit(baseline_pass, records[:1], mirror, str(DEFAULT_MODEL)).result()  # warm-up
-        ours_pass(root, "warm-up", 2)
+        workload = (write_workload(root / "workload", args.clips) if args.clips
+                    else Workload(str(sample.default_mirror())))
+        records = load_records(workload.config("unused", "unused").resolved())
+        what = f"{len(records)} clips from the sample's videos" if args.clips else "the sample"
+        console.print(f"1-minute load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+                      f"{what}: {len(records)} clips")
+        started = time.perf_counter()
+        init_ray(None)
+        ray_start_s = time.perf_counter() - started
+        runs: dict[str, list[Run]] = {m: [] for m in METHODS}
+        child.submit(baseline_pass, records[:1], workload.mirror, str(DEFAULT_MODEL)).result()  # warm-up
+        ours_pass(root, "warm-up", 2, workload)
         for repeat in range(args.repeats):
             for method in (METHODS if repeat % 2 == 0 else METHODS[::-1]):
                 if method == "baseline":
-                    run = child.submit(baseline_pass, records, mirror, str(DEFAULT_MODEL)).result()
+                    run = child.submit(baseline_pass, records, workload.mirror, str(DEFAULT_MODEL)).result()
                 else:
-                    run = ours_pass(root, f"{method}-{repeat}", int(method[-1]))
+                    run = ours_pass(root, f"{method}-{repeat}", int(method[-1]), workload)
                 runs[method].append(run)
                 console.print(f"{method} repeat {repeat + 1}: {run.wall_s:.2f} s, {run.throughput:.3f} clip-s/s")
-    report(runs, ray_start_s, console)
+    report(runs, ray_start_s, what, console)
     console.print(f"1-minute load average at the end: {os.getloadavg()[0]:.1f}; whole run "
                   f"{time.perf_counter() - started:.0f} s. Shared machine: read the ratios, not the rates.")
 

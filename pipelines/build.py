@@ -30,29 +30,24 @@ from pipelines.config import BuildConfig
 from pipelines.pack import (
     RELEASE_NAME,
     ShardPlan,
-    WriteShard,
     plan_rows,
     plan_shards,
     remove_stale_shards,
     write_manifest,
     write_release,
+    write_shard,
 )
 from pipelines.progress import failure_table, make_progress, summary_table
 from pipelines.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
-from pipelines.stages import (
-    AudioFeatures,
-    ClipStage,
-    CutClip,
-    ExtractFace,
-    FetchSource,
-    FilterClips,
-    FixSync,
-    RenderPose,
-    ScoreQuality,
-)
-from pipelines.stages.audio import model_revision
+from pipelines.stages.audio import AudioFeatures, model_revision
+from pipelines.stages.base import ClipStage
 from pipelines.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
+from pipelines.stages.cut import CutClip
+from pipelines.stages.face import ExtractFace
 from pipelines.stages.fetch import STAGE as DOWNLOAD_STAGE
+from pipelines.stages.fetch import FetchSource
+from pipelines.stages.quality import FilterClips, FixSync, ScoreQuality
+from pipelines.stages.render import RenderPose
 from pipelines.versions import tool_versions
 from pipelines.workarea import WorkArea
 
@@ -203,7 +198,7 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         timings["process"] = time.perf_counter() - started
         started = time.perf_counter()
         states.sort(key=lambda s: s.record.clip_id)
-        packed = _pack(cfg, out, states, stages[-1].stage_hash, previous, workers, progress)
+        packed = _pack(cfg, out, states, stages[-1].stage_hash, previous, progress)
         release = _release(cfg, out, states, packed, stages, previous)
         shards = packed.entries
         timings["pack"] = time.perf_counter() - started
@@ -301,8 +296,15 @@ class Packed:
 
 
 def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash: str,
-          previous: PreviousRelease | None, workers: int, progress: Any) -> Packed:
-    """Plan the shards; write those whose fingerprint or file differs from the previous release's."""
+          previous: PreviousRelease | None, progress: Any) -> Packed:
+    """Plan the shards; write those whose fingerprint or file differs from the previous release's.
+
+    One plain Ray task per shard, a CPU each: a writer keeps no state between shards,
+    and tasks run in Ray's pooled worker processes (no Ray Data import), while an actor
+    pool starts fresh processes that import Ray Data in every build, seconds of fixed
+    cost. One CPU per task keeps the writers as many as the CPUs, the number of idle
+    workers Ray keeps by default, so later builds in one driver reuse their processes.
+    """
     generations = assign_generations(states, previous)
     plans = plan_shards(states, cfg.dataset, cfg.split, generations, samples=cfg.shard_samples,
                         max_bytes=cfg.shard_bytes, work=WorkArea(cfg.work_dir), keep_rejected=cfg.keep_rejected)
@@ -318,14 +320,13 @@ def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash:
             todo[plan.name] = {"generation": plan.generation, "fingerprint": fingerprint}
     unchanged = [e["name"] for e in entries]
     task = progress.add_task("shards", total=len(todo), note="")
-    if todo:
-        rows = plan_rows([p for p in plans if p.name in todo])
-        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map(WriteShard, fn_constructor_kwargs={"out_uri": cfg.out, "work_dir": cfg.work_dir},
-                    compute=ray.data.ActorPoolStrategy(size=min(len(rows), workers)), num_cpus=0.5)
-        for row in ds.iter_rows():
-            entries.append({**row, **todo[row["name"]]})
-            progress.update(task, advance=1)
+    write = ray.remote(num_cpus=1)(write_shard)
+    pending = [write.remote(row, cfg.out, cfg.work_dir) for row in plan_rows([p for p in plans if p.name in todo])]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        row = ray.get(done[0])
+        entries.append({**row, **todo[row["name"]]})
+        progress.update(task, advance=1)
     entries.sort(key=lambda s: s["name"])
     names = {p.name for p in plans}
     remove_stale_shards(out, cfg.dataset, cfg.split, names)

@@ -9,9 +9,9 @@ never renames them), and ``-rejected`` marks shards of clips a curation rule rej
 (``--keep-rejected``). Adding clips thus writes new shards and leaves the old ones alone.
 
 Deterministic by construction: each shard is written with webdataset's ``TarWriter``
-(fixed mtime, owner and member order) to a temporary name and moved into place; the
-manifest and the release file come last. The result does not depend on worker count or
-completion order. A shard whose planned content (its fingerprint) is the previous
+(fixed mtime, owner and member order; see :func:`write_samples`) to a temporary name and
+moved into place; the manifest and the release file come last. The result does not depend on
+worker count or completion order. A shard whose planned content (its fingerprint) is the previous
 release's is not written again.
 """
 
@@ -21,10 +21,9 @@ import hashlib
 import json
 import logging
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import webdataset as wds
 
 from aniportrait.manifest import manifest_bytes, manifest_row, sample_json
 from aniportrait.schema import STATUS_FILTERED, STATUS_OK, ClipState
@@ -65,12 +64,17 @@ class ShardPlan:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def member_size(name: str, size: int) -> int:
-    """Bytes one tar member of ``size`` bytes takes in a shard: its header(s), exactly as
-    ``TarWriter`` writes them (pax extras for long names), plus the data padded to 512."""
+def member_info(name: str, size: int) -> tarfile.TarInfo:
+    """The tar header of one shard member: fixed mtime, mode and owner, nothing of the build's."""
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode, info.uname, info.gname = size, SHARD_MTIME, SHARD_MODE, SHARD_OWNER, SHARD_OWNER
-    header = info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape")
+    return info
+
+
+def member_size(name: str, size: int) -> int:
+    """Bytes one tar member of ``size`` bytes takes in a shard: its header(s), exactly as
+    :func:`write_samples` writes them (pax extras for long names), plus the data padded to 512."""
+    header = member_info(name, size).tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape")
     return len(header) + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
@@ -160,6 +164,21 @@ def sample_members(state: ClipState, work: WorkArea) -> dict[str, bytes | str]:
     return sample
 
 
+def write_samples(stream: Any, samples: Iterable[dict[str, bytes | str]]) -> None:
+    """Write WebDataset samples to ``stream`` as one tar with webdataset's ``TarWriter``
+    (fixed mtime and owner, members in name order: the headers :func:`member_info` sizes).
+
+    ``webdataset`` is imported here, not at module level: it imports torch, seconds of
+    start-up that the build driver and the fetch actors never need.
+    """
+    import webdataset as wds
+
+    writer = wds.TarWriter(stream, user=SHARD_OWNER, group=SHARD_OWNER, mtime=SHARD_MTIME)
+    for sample in samples:
+        writer.write(sample)
+    writer.close()
+
+
 class WriteShard:
     """Write one planned shard atomically; return its name, sha256, size and sample count."""
 
@@ -172,11 +191,13 @@ class WriteShard:
         states = [ClipState.from_dict(s) for s in json.loads(row["states"])]
         with self.out.atomic_writer(name) as stream:
             hashing = _HashingWriter(stream)
-            writer = wds.TarWriter(hashing, user=SHARD_OWNER, group=SHARD_OWNER, mtime=SHARD_MTIME, mode=SHARD_MODE)
-            for state in states:
-                writer.write(sample_members(state, self.work))
-            writer.close()
+            write_samples(hashing, (sample_members(state, self.work) for state in states))
         return {"name": name, "sha256": hashing.digest.hexdigest(), "size": hashing.size, "samples": len(states)}
+
+
+def write_shard(row: dict[str, Any], out_uri: str, work_dir: str) -> dict[str, Any]:
+    """:class:`WriteShard` as a function of one ``plan_rows`` row: what a Ray task runs."""
+    return WriteShard(out_uri, work_dir)(row)
 
 
 def plan_rows(plans: list[ShardPlan]) -> list[dict[str, Any]]:
