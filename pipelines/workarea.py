@@ -108,7 +108,11 @@ class WorkArea:
             path.unlink(missing_ok=True)
 
     def drop_local(self, clip_id: str) -> None:
-        """Free the scratch copy of a clip whose stages are done (a remote work area holds it)."""
+        """Delete the clip's scratch copy of a remote work area (a local one is left alone).
+
+        Before a clip's stages run, what the scratch holds of it is untrusted (left by a
+        killed actor); after them, all of it is uploaded.
+        """
         if self.remote is None:
             return
         folder = self.clip_dir(clip_id)
@@ -131,7 +135,8 @@ class WorkArea:
 
     def write_marker(self, key: str, stage: str, stage_hash: str, payload: dict[str, Any], *,
                      kind: str = "clips", files: Iterable[str] = ()) -> None:
-        """Write the marker; into a remote work area, upload the clip's ``files`` that changed first."""
+        """Write the marker; into a remote work area, first upload those of the clip's ``files``
+        this process wrote and did not upload yet (the others are there already)."""
         body = json.dumps({"stage_hash": stage_hash, "payload": payload}, sort_keys=True).encode()
         name = self._marker_name(key, stage, kind)
         if self.remote is None:
@@ -141,7 +146,7 @@ class WorkArea:
             return
         for file_name in sorted(set(files)):
             path = self.clip_file(key, file_name)
-            if not self._synced(path):
+            if path.exists() and not self._synced(path):
                 self.remote.upload_file(path, contained_join("clips", key, file_name))
                 _SYNCED[str(path)] = _stamp(path)
         self.remote.write_bytes(name, body)

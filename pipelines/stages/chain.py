@@ -62,6 +62,8 @@ class StageChain:
         halt = [str(text) for text in batch[HALT_COLUMN]] if HALT_COLUMN in batch else [""] * len(states)
         if self.halted:
             halt = [self.halted] * len(states)
+        for state in states:  # a remote work area's scratch copy: only what this call writes or downloads
+            self.stages[0].work.drop_local(state.record.clip_id)
         for stage in self.stages:
             todo = [(s, m) for s, m, h in zip(states, metrics, halt) if s.ok and not h]
             started = time.perf_counter()
@@ -81,7 +83,7 @@ class StageChain:
                 m["seconds"][stage.name] = elapsed / len(ran)
             for s, m in todo:
                 m["seconds"].setdefault(stage.name, 0.0)
-        for state in states:  # all uploaded: a remote work area's scratch copy keeps only clips in flight
+        for state in states:  # all uploaded: the scratch copy keeps only clips in flight
             self.stages[0].work.drop_local(state.record.clip_id)
         peak = peak_rss_mb()
         for m in metrics:
