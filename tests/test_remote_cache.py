@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from test_object_storage import (  # noqa: F401 - s3 is a fixture
     BUCKET,
     REPO,
