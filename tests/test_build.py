@@ -106,7 +106,7 @@ def test_manifest_and_release_describe_the_shards(sample_build: tuple[Path, obje
         data = (out / shard["name"]).read_bytes()
         assert shard["sha256"] == hashlib.sha256(data).hexdigest() and shard["size"] == len(data)
     assert release["manifest"]["sha256"] == hashlib.sha256((out / "manifest.parquet").read_bytes()).hexdigest()
-    assert release["counts"] == {"clips": 3, "ok": 3, "failed": 0, "frames": 270}
+    assert release["counts"] == {"clips": 3, "ok": 3, "failed": 0, "filtered": 0, "split": 0, "frames": 270}
     assert release["tools"]["ffmpeg"].startswith("ffmpeg version")
     assert "out" not in release["config"] and "workers" not in release["config"]
     assert release["models"]["face"]["sha256"] == DEFAULT_MODEL_SHA256
