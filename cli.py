@@ -49,7 +49,7 @@ def build(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto or ray://host:10001); default starts a local Ray.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel clip workers (default: all CPUs of the cluster).", min=1)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N clips (sorted by clip id).", min=1)] = None,
-    work_dir: Annotated[Optional[Path], typer.Option(help="Per-clip cache that makes the build resumable; default <out>/_work.")] = None,
+    work_dir: Annotated[Optional[str], typer.Option(help="Per-clip cache that makes the build resumable: a folder (on a cluster, one every node mounts) or an object store URI (s3://..., gs://...; stages then work in a node-local copy under TMPDIR); default <out>/_work.")] = None,
     split: Annotated[str, typer.Option(help="Split name used in shard names.")] = "train",
     size: Annotated[int, typer.Option(help="Output frame size (square).", min=16)] = 512,
     fps: Annotated[float, typer.Option(help="Output frame rate.", min=1, max=120)] = 30.0,
@@ -86,12 +86,12 @@ def build(
         mirror = sample.default_mirror()
     out = out or f"out/{dataset}"
     if work_dir is None:
-        if "://" in out:
-            raise _fail_setup("--out is a URI: give --work-dir, a folder every Ray node can see")
-        work_dir = Path(out) / "_work"
+        from pipelines.workarea import default_work_dir
+
+        work_dir = default_work_dir(out)
     try:
         cfg = BuildConfig(
-            dataset=dataset, out=out, work_dir=str(work_dir), metadata=str(metadata) if metadata else None,
+            dataset=dataset, out=out, work_dir=work_dir, metadata=str(metadata) if metadata else None,
             mirror=str(mirror) if mirror else None, address=address, workers=workers,
             download_workers=download_workers, limit=limit, split=split, cut=CutSettings(size=size, fps=fps),
             **_shard_limit(shard_samples, shard_size), keep_rejected=keep_rejected, retry_failed=retry_failed,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -110,14 +111,17 @@ class OutputDir:
     def atomic_writer(self, name: str) -> Iterator[IO[bytes]]:
         """Open ``name`` for writing; it appears only when the block exits without error."""
         if not self.renames_atomically:
-            with tempfile.NamedTemporaryFile(prefix=f".{name}.", suffix=".upload") as spool:
+            with tempfile.NamedTemporaryFile(prefix=f".{name.rpartition('/')[2]}.", suffix=".upload") as spool:
                 yield spool
                 spool.flush()
                 with self._speaking("upload", name):
                     pafs.copy_files(spool.name, self.path(name), source_filesystem=pafs.LocalFileSystem(),
                                     destination_filesystem=self.fs)
             return
-        tmp = self.path(f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        folder, _, base = name.rpartition("/")
+        tmp = self.path(f"{folder}/" * bool(folder) + f".{base}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        if folder:  # a name in a subfolder (the work area's clips/<id>/...)
+            self.fs.create_dir(self.path(folder), recursive=True)
         try:
             with self.fs.open_output_stream(tmp) as stream:
                 yield stream
@@ -129,6 +133,37 @@ class OutputDir:
     def write_bytes(self, name: str, data: bytes) -> None:
         with self.atomic_writer(name) as stream:
             stream.write(data)
+
+    def upload_file(self, local: str | Path, name: str) -> None:
+        """Copy the complete local file ``local`` to ``name``; it appears only when complete."""
+        if self.renames_atomically:
+            with self.atomic_writer(name) as stream, open(local, "rb") as source:
+                shutil.copyfileobj(source, stream, 1 << 20)
+            return
+        with self._speaking("upload", name):  # already a whole local file: one upload, no spool
+            pafs.copy_files(str(local), self.path(name), source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+
+    def download_file(self, name: str, local: str | Path) -> None:
+        """Copy ``name`` to the local file ``local`` (atomically); ``FileNotFoundError`` when absent."""
+        with self._speaking("download", name), local_atomic_path(local) as tmp:
+            pafs.copy_files(self.path(name), str(tmp), source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+
+    def delete(self, name: str) -> None:
+        """Delete ``name`` if it is there."""
+        with self._speaking("delete", name):
+            try:
+                self.fs.delete_file(self.path(name))
+            except FileNotFoundError:
+                pass
+
+    def sizes(self, folder: str) -> dict[str, int]:
+        """Size of each file directly under ``folder`` (relative to the directory), by name."""
+        selector = pafs.FileSelector(self.path(folder), allow_not_found=True, recursive=False)
+        with self._speaking("list", folder):
+            infos = self.fs.get_file_info(selector)
+        return {i.base_name: i.size for i in infos if i.type == pafs.FileType.File}
 
     def remove_stale_temporaries(self) -> None:
         """Delete temporary files left behind by a killed writer."""

@@ -139,7 +139,8 @@ def init_ray(address: str | None) -> None:
 
     With ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``) no runtime_env is
     sent: every node must have this package and ffmpeg installed (the same image), and
-    the work directory must be a filesystem every node and this driver see. Errors
+    the work directory must be a filesystem every node and this driver see, or an object
+    store URI (see :mod:`pipelines.workarea`). Errors
     raised in workers (e.g. :class:`~aniportrait.storage.OutputError` from a shard
     upload) reach the driver as their own type, not wrapped by Ray Data.
     """
@@ -238,8 +239,8 @@ def _forget_failures(stages: list[ClipStage], failed: dict[str, str]) -> None:
         for stage in stages:
             payload = work.read_marker(clip_id, stage.name, stage.stage_hash)
             if payload is not None and payload.get("status") == STATUS_FAILED:
-                work.marker_path(clip_id, stage.name).unlink()
-        work.marker_path(source_id, DOWNLOAD_STAGE, kind="sources").unlink(missing_ok=True)
+                work.delete_marker(clip_id, stage.name)
+        work.delete_marker(source_id, DOWNLOAD_STAGE, kind="sources")
 
 
 def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,

@@ -82,8 +82,9 @@ def sample_size(state: ClipState, work: WorkArea) -> int:
     """Bytes the clip's sample takes in a shard (its ``json`` member and its files)."""
     key = state.record.clip_id
     total = member_size(f"{key}.json", len(sample_json(state)))
+    sizes = work.sizes(key) if state.outputs else {}
     for member, filename in state.outputs.items():
-        total += member_size(f"{key}.{member}", work.clip_file(key, filename).stat().st_size)
+        total += member_size(f"{key}.{member}", sizes[filename])
     return total
 
 
@@ -160,7 +161,7 @@ def sample_members(state: ClipState, work: WorkArea) -> dict[str, bytes | str]:
     """The WebDataset sample of one clip: ``__key__`` plus one member per output."""
     sample: dict[str, bytes | str] = {"__key__": state.record.clip_id, "json": sample_json(state)}
     for member, filename in sorted(state.outputs.items()):
-        sample[member] = work.clip_file(state.record.clip_id, filename).read_bytes()
+        sample[member] = work.read_bytes(state.record.clip_id, filename)
     return sample
 
 

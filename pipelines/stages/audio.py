@@ -10,7 +10,7 @@ import numpy as np
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, load_audio, normalize
 from aniportrait.schema import ClipState
 from aniportrait.storage import write_local_atomic
-from pipelines.stages.base import ClipStage
+from pipelines.stages.base import ClipStage, is_clips_fault
 from pipelines.stages.face import npy_bytes
 
 FEATURES_NAME = "wav2vec.npy"
@@ -61,7 +61,7 @@ class AudioFeatures(ClipStage):
                 "revision": self.revision}
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "model": self.model, "revision": self.revision,
+        return {"work_dir": self.work.uri, "model": self.model, "revision": self.revision,
                 "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
@@ -78,6 +78,8 @@ class AudioFeatures(ClipStage):
             try:
                 wave = self.load(state)
             except Exception as exc:  # recorded per clip
+                if not is_clips_fault(exc):
+                    raise
                 self.record_failure(state, exc)
                 continue
             if wave is not None:
@@ -98,7 +100,7 @@ class AudioFeatures(ClipStage):
         if "wav" not in state.outputs:
             state.info["audio_features"] = f"none: {state.info.get('audio_note') or 'no audio'}"
             return None
-        wave = load_audio(self.work.clip_file(state.record.clip_id, state.outputs["wav"]))
+        wave = load_audio(self.work.input_file(state.record.clip_id, state.outputs["wav"]))
         if len(wave) < MIN_SAMPLES:
             state.info["audio_features"] = f"none: audio too short ({len(wave)} samples, wav2vec2 needs {MIN_SAMPLES})"
             return None

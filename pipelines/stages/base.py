@@ -9,6 +9,7 @@ from typing import Any
 from aniportrait.media.download import DownloadError
 from aniportrait.media.probe import MediaError
 from aniportrait.schema import ClipState
+from aniportrait.storage import OutputError
 from pipelines.config import config_hash
 from pipelines.workarea import WorkArea
 
@@ -38,6 +39,12 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in DISK_FULL_ERRNOS
     return isinstance(exc, MediaError) and any(text in str(exc) for text in DISK_FULL_TEXTS)
+
+
+def is_clips_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` belongs to the clip (recorded on it) rather than to the machine (a
+    full disk) or to the remote work area (an :class:`OutputError`: network, credentials)."""
+    return not (is_disk_full(exc) or isinstance(exc, OutputError))
 
 
 class ClipStage:
@@ -74,8 +81,8 @@ class ClipStage:
         try:
             self.process(state)
         except Exception as exc:  # recorded per clip; the build goes on with the others
-            if is_disk_full(exc):
-                raise  # the machine's fault, not the clip's: no marker, so a rerun retries the clip
+            if not is_clips_fault(exc):
+                raise  # the machine's or the store's fault: no marker, so a rerun retries the clip
             self.record_failure(state, exc)
         self.write_marker(state)
         return state
@@ -100,11 +107,13 @@ class ClipStage:
         state.fail(self.name, describe_error(exc))
 
     def write_marker(self, state: ClipState) -> None:
-        """The done marker (this stage's result for the clip), written last."""
+        """The done marker (this stage's result for the clip), written last: into a remote
+        work area after the clip's output files it does not hold yet."""
         payload = state.to_dict()
         payload.pop("cached_stages")
         payload.pop("source_path")
-        self.work.write_marker(state.record.clip_id, self.name, self.stage_hash, payload)
+        self.work.write_marker(state.record.clip_id, self.name, self.stage_hash, payload,
+                               files=state.outputs.values())
 
     def cached_state(self, state: ClipState) -> ClipState | None:
         """The finished state for this clip, if its marker matches settings and record."""

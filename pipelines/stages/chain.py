@@ -3,7 +3,8 @@
 Each Ray Data actor pool holds its CPUs for the whole run, so one pool per stage on a
 small cluster deadlocks (the later pools' idle actors hold the CPUs the earlier stages
 wait for). One pool running the chain per clip avoids that, moves no data between
-actors and keeps a clip's work-area files on the node that made them. The stages stay
+actors and keeps a clip's work-area files on the node that made them (with a remote
+work area, in the node's scratch copy until the chain is done with the clip). The stages stay
 separate classes with their own caches and markers.
 
 Next to each clip's ``state`` the chain returns a ``metrics`` column: the wall seconds
@@ -61,6 +62,8 @@ class StageChain:
         halt = [str(text) for text in batch[HALT_COLUMN]] if HALT_COLUMN in batch else [""] * len(states)
         if self.halted:
             halt = [self.halted] * len(states)
+        for state in states:  # a remote work area's scratch copy: only what this call writes or downloads
+            self.stages[0].work.drop_local(state.record.clip_id)
         for stage in self.stages:
             todo = [(s, m) for s, m, h in zip(states, metrics, halt) if s.ok and not h]
             started = time.perf_counter()
@@ -80,6 +83,8 @@ class StageChain:
                 m["seconds"][stage.name] = elapsed / len(ran)
             for s, m in todo:
                 m["seconds"].setdefault(stage.name, 0.0)
+        for state in states:  # all uploaded: the scratch copy keeps only clips in flight
+            self.stages[0].work.drop_local(state.record.clip_id)
         peak = peak_rss_mb()
         for m in metrics:
             m["peak_rss_mb"][self.worker] = peak

@@ -33,7 +33,7 @@ class CutClip(ClipStage):
         self.cut = cut
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "cut": self.cut, "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "cut": self.cut, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         record = state.record

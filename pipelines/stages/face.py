@@ -50,7 +50,7 @@ class ExtractFace(ClipStage):
         self.runner = FaceLandmarkerRunner(landmarker)
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "landmarker": self.landmarker, "min_face_rate": self.min_face_rate,
+        return {"work_dir": self.work.uri, "landmarker": self.landmarker, "min_face_rate": self.min_face_rate,
                 "scene_threshold": self.scene_threshold, "upstream_hash": self.upstream_hash,
                 "model_sha256": self.model_sha256}
 
@@ -61,7 +61,7 @@ class ExtractFace(ClipStage):
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
         frame_scores = FrameScores(float(state.info["fps"]), self.scene_threshold, rgb=True)
-        track = self.runner.track(self.work.clip_file(clip_id, VIDEO_NAME), on_frame=frame_scores.add)
+        track = self.runner.track(self.work.input_file(clip_id, VIDEO_NAME), on_frame=frame_scores.add)
         scores = frame_scores.result()
         state.info.update({"scene_cuts": scores["scene_cuts"], "sharpness": json_float(scores["sharpness"]),
                            "brightness": json_float(scores["brightness"])})

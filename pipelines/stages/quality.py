@@ -41,17 +41,17 @@ class ScoreQuality(ClipStage):
         super().__init__(work_dir, {"sync_max_offset": SYNC_MAX_OFFSET}, upstream_hash)
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        arrays = {name: np.load(self.work.clip_file(clip_id, f"{name}.npy"))
+        arrays = {name: np.load(self.work.input_file(clip_id, f"{name}.npy"))
                   for name in ("lmks", "lmks3d", "pose6d", "has_face")}
-        audio = load_audio(self.work.clip_file(clip_id, state.outputs["wav"])) if "wav" in state.outputs else None
+        audio = load_audio(self.work.input_file(clip_id, state.outputs["wav"])) if "wav" in state.outputs else None
         info = state.info
         frame_scores = {"scene_cuts": info["scene_cuts"], "sharpness": info["sharpness"],
                         "brightness": info["brightness"], "width": info["width"], "height": info["height"]}
-        scores = clip_quality(self.work.clip_file(clip_id, VIDEO_NAME), arrays["lmks"], arrays["lmks3d"],
+        scores = clip_quality(self.work.input_file(clip_id, VIDEO_NAME), arrays["lmks"], arrays["lmks3d"],
                               arrays["pose6d"], arrays["has_face"], audio, SAMPLE_RATE, float(info["fps"]),
                               max_sync_offset=SYNC_MAX_OFFSET, frame_scores=frame_scores)
         state.info.update(scores.to_dict())
@@ -76,7 +76,7 @@ class FilterClips(ClipStage):
         self.rules = curation.rules
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "curation": self.curation, "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "curation": self.curation, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         cuts = state.info.get("scene_cuts") or []
@@ -112,7 +112,7 @@ class FixSync(ClipStage):
         super().__init__(work_dir, {"shift": "zero-pad"}, upstream_hash)
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         offset, confidence = state.info.get("sync_offset"), state.info.get("sync_conf")
@@ -122,7 +122,7 @@ class FixSync(ClipStage):
         if not usable:
             return
         clip_id = state.record.clip_id
-        samples = load_audio(self.work.clip_file(clip_id, state.outputs["wav"]))
+        samples = load_audio(self.work.input_file(clip_id, state.outputs["wav"]))
         shifted = shift_audio(samples, int(offset), float(state.info["fps"]), SAMPLE_RATE)
         pcm = np.clip(np.round(shifted * 32768.0), -32768, 32767).astype("<i2")  # exact for 16-bit input
         with local_atomic_path(self.work.clip_file(clip_id, SYNCED_AUDIO_NAME)) as tmp:

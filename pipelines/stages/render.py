@@ -33,12 +33,12 @@ class RenderPose(ClipStage):
         super().__init__(work_dir, {"encoder": "libx264rgb-qp0"}, upstream_hash)
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": str(self.work.root), "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        lmks = np.load(self.work.clip_file(clip_id, "lmks.npy"))
-        has_face = np.load(self.work.clip_file(clip_id, "has_face.npy"))
+        lmks = np.load(self.work.input_file(clip_id, "lmks.npy"))
+        has_face = np.load(self.work.input_file(clip_id, "has_face.npy"))
         width, height, fps = state.info["width"], state.info["height"], state.info["fps"]
         with local_atomic_path(self.work.clip_file(clip_id, POSE_NAME)) as tmp:
             encode_rgb_lossless(pose_frames(lmks, has_face, width, height), width, height, fps, tmp)
