@@ -60,7 +60,8 @@ GPU_BATCH_CLIPS = 16
 
 
 class SetupError(RuntimeError):
-    """The build cannot start (bad option, missing tool or metadata): nothing was processed."""
+    """The build cannot start (bad option, missing tool or metadata) or cannot go on (full
+    disk): the CLI exits 2; clips finished before a stop are kept and a rerun resumes."""
 
 
 @dataclass
