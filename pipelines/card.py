@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from aniportrait.storage import OutputDir
 from pipelines.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
 from pipelines.export import iter_samples
-from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
+from pipelines.pack import read_manifest, read_release
 
 README_NAME = "README.md"
 PLOTS_DIR = "card"
@@ -312,8 +311,8 @@ def write_card(out_uri: str, dest_uri: str | None = None) -> CardResult:
     """Write ``README.md`` and ``card/*.png`` for the build at ``out_uri`` (into ``dest_uri``
     when given, else next to the shards); return where they went."""
     out = OutputDir.from_uri(out_uri)
-    release = json.loads(out.read_bytes(RELEASE_NAME))
-    rows = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME))).to_pylist()
+    release = read_release(out)
+    rows = read_manifest(out).to_pylist()
     names = [s["name"] for s in release["shards"]]
     sample = next(iter_samples(out_uri, names[:1]), None)
     frames = read_shard_frames(out_uri, names) if names else ShardFrames()

@@ -38,7 +38,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from aniportrait.ids import UnsafePathError, contained_join
 from aniportrait.media.probe import MediaError, run_tool
 from aniportrait.storage import OutputDir, write_local_atomic
-from pipelines.pack import RELEASE_NAME
+from pipelines.pack import read_release
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class ExportSummary:
 
 def release_shards(out_uri: str) -> list[str]:
     """Names of the shards listed in the build's ``release.json``."""
-    return [s["name"] for s in json.loads(OutputDir.from_uri(out_uri).read_bytes(RELEASE_NAME))["shards"]]
+    return [s["name"] for s in read_release(OutputDir.from_uri(out_uri))["shards"]]
 
 
 def iter_samples(out_uri: str, shard_names: list[str]) -> Iterator[dict[str, Any]]:

@@ -18,12 +18,16 @@ release's is not written again.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aniportrait.manifest import manifest_bytes, manifest_row, sample_json
 from aniportrait.schema import STATUS_FILTERED, STATUS_OK, ClipState
@@ -224,6 +228,16 @@ def write_if_changed(out: OutputDir, name: str, data: bytes) -> bool:
         pass
     out.write_bytes(name, data)
     return True
+
+
+def read_release(out: OutputDir) -> dict[str, Any]:
+    """The ``release.json`` of a built dataset."""
+    return json.loads(out.read_bytes(RELEASE_NAME))
+
+
+def read_manifest(out: OutputDir, columns: list[str] | None = None) -> pa.Table:
+    """The ``manifest.parquet`` of a built dataset (all columns, or ``columns``)."""
+    return pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME)), columns=columns)
 
 
 def write_manifest(out: OutputDir, states: list[ClipState], shard_of: dict[str, str],

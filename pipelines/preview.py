@@ -19,14 +19,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 
 from aniportrait.ids import contained_join
 from aniportrait.landmarks import iter_frame_chunks
 from aniportrait.media.probe import MediaError
 from aniportrait.storage import OutputDir, write_local_atomic
 from pipelines.export import iter_samples, load_array
-from pipelines.pack import MANIFEST_NAME
+from pipelines.pack import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,7 @@ class UnknownClipError(KeyError):
 def clip_shard(out_uri: str, clip_id: str) -> str:
     """The shard holding ``clip_id``, looked up in ``manifest.parquet``."""
     out = OutputDir.from_uri(out_uri)
-    rows = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME)),
-                         columns=["clip_id", "status", "shard", "error"]).to_pylist()
+    rows = read_manifest(out, ["clip_id", "status", "shard", "error"]).to_pylist()
     row = next((r for r in rows if r["clip_id"] == clip_id), None)
     if row is None:
         ok = [r["clip_id"] for r in rows if r["status"] == "ok"]

@@ -13,16 +13,12 @@ store itself (network, credentials) stops the build instead.
 
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from aniportrait.schema import STATUS_FAILED, ClipState
 from aniportrait.storage import OutputDir
-from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
+from pipelines.pack import read_manifest, read_release
 
 
 @dataclass(frozen=True)
@@ -51,8 +47,8 @@ class PreviousRelease:
 def read_previous(out: OutputDir, dataset: str, split: str) -> PreviousRelease | None:
     """The release already in ``out`` for ``dataset``/``split``, or ``None``."""
     try:
-        release = json.loads(out.read_bytes(RELEASE_NAME))
-        columns = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME))).to_pydict()
+        release = read_release(out)
+        columns = read_manifest(out).to_pydict()
         ids, statuses, sources = columns["clip_id"], columns["status"], columns["source_id"]
     except (FileNotFoundError, ValueError, KeyError):  # missing or unreadable; a failing store raises
         return None

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 from collections import Counter
 
 import numpy as np
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
 from aniportrait.storage import OutputDir
 from pipelines.export import iter_samples
-from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
+from pipelines.pack import read_manifest, read_release
 
 
 def inspect_release(uri: str, samples: int, console: Console) -> None:
     """Print the release summary and list the first ``samples`` samples of the first shard."""
     out = OutputDir.from_uri(uri)
-    release = json.loads(out.read_bytes(RELEASE_NAME))
+    release = read_release(out)
     counts = release["counts"]
     console.print(f"[bold]{release['dataset']}[/] {release['split']}: {counts['ok']} clips in "
                   f"{len(release['shards'])} shards, {counts['failed']} failed; config {release['config_hash']}")
@@ -46,7 +44,7 @@ def inspect_release(uri: str, samples: int, console: Console) -> None:
 def manifest_stats(uri: str, console: Console) -> None:
     """Print clips by status, failure reasons, clips removed per filter rule and score distributions."""
     out = OutputDir.from_uri(uri)
-    table = pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME))).to_pylist()
+    table = read_manifest(out).to_pylist()
     ok = [r for r in table if r["status"] == "ok"]
     seconds = sum(r["duration_s"] or 0 for r in ok)
     by_status = Counter(r["status"] for r in table)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from aniportrait.storage import OutputDir, sha256_bytes
-from pipelines.pack import MANIFEST_NAME, RELEASE_NAME
+from pipelines.pack import MANIFEST_NAME, read_release
 
 READ_CHUNK = 1 << 20
 #: Shards read at the same time (reads and hashing release the GIL).
@@ -167,7 +166,7 @@ def verify_release(out_uri: str) -> VerifyReport:
     disagreement is a problem in the returned report.
     """
     out = OutputDir.from_uri(out_uri)
-    release = json.loads(out.read_bytes(RELEASE_NAME))
+    release = read_release(out)
     entries = release.get("shards", []) + release.get("rejected_shards", [])
     with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
         shards = list(pool.map(lambda entry: check_shard(out, entry), entries))
