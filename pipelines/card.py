@@ -323,8 +323,7 @@ def write_card(out_uri: str, dest_uri: str | None = None) -> CardResult:
     for plot in plots:
         plot_dir.write_bytes(plot.name, plot.png)
     for stale in set(PLOT_NAMES) - {p.name for p in plots}:
-        if plot_dir.exists(stale):
-            dest.fs.delete_file(plot_dir.path(stale))
+        plot_dir.delete(stale)
     dest.write_bytes(README_NAME, render_readme(release, rows, sample, plots).encode())
     return CardResult(readme=_where(dest, README_NAME), plots=[_where(plot_dir, p.name) for p in plots])
 

@@ -215,7 +215,7 @@ def remove_stale_shards(out: OutputDir, dataset: str, split: str, keep: set[str]
     stale = [n for n in out.list_names(".tar") if n.startswith(prefix) and n not in keep]
     for name in stale:
         log.info("removing stale shard %s", name)
-        out.fs.delete_file(out.path(name))
+        out.delete(name)
     return stale
 
 
