@@ -271,5 +271,13 @@ def verify(out: Annotated[str, typer.Argument(help="A built dataset directory or
     console.print(f"[green]all {len(report.shards)} shards and the manifest match release.json[/]")
 
 
+# Training and inference commands. Their modules import torch/diffusers only inside the
+# command functions, so `aniportrait-data build` stays quick to start.
+# [train audio2lmk]
+# [train lmk2video]
+# [predict-landmarks]
+# [infer]
+
+
 if __name__ == "__main__":
     app()

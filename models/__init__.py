@@ -1,0 +1,1 @@
+"""Torch modules of both AniPortrait stages, named so official checkpoints load strictly."""

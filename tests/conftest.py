@@ -41,3 +41,22 @@ def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("wav2vec2")
     Wav2Vec2Model(config).eval().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def feature_shards(tiny_wav2vec2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded sample built once at 256 px with tiny wav2vec2 features (32-d).
+
+    Real shards for the trainers' and inference tests: three clips (~3 s each, 30 fps)
+    with ``mp4``, ``wav``, ``pose.mp4``, ``lmks.npy``, ``lmks3d.npy``, ``pose6d.npy`` and
+    ``wav2vec.npy``. Built through the CLI in its own process (its own local Ray).
+    """
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("feature_shards") / "out"
+    done = subprocess.run([sys.executable, "-m", "cli", "build", "--dataset", "sample", "--out", str(out),
+                           "--size", "256", "--wav2vec2", str(tiny_wav2vec2), "--workers", "2"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out

@@ -1,0 +1,1 @@
+"""Inference: audio + portrait -> landmarks -> video, one job or a Ray batch."""
