@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.wav2vec import (OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, AudioEncoder, build_from_checkpoint, load_model_state,
-                            structure)
+from models.audio_checkpoint import (OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, build_from_checkpoint, load_model_state,
+                                     structure)
 
 
 @dataclass
@@ -55,13 +55,15 @@ class Audio2MeshModel(nn.Module):
         self.config = config
         self.register_module("audio_encoder", None)
         if config.wav2vec2 is not None:
+            from models.wav2vec import AudioEncoder  # transformers: only when wav2vec2 is inside
+
             self.set_audio_encoder(AudioEncoder.from_config_dict(config.wav2vec2))
         self.in_fn = nn.Linear(config.audio_dim, config.hidden)
         self.out_fn = nn.Linear(config.hidden, config.num_vertices * 3)
         nn.init.zeros_(self.out_fn.weight)
         nn.init.zeros_(self.out_fn.bias)
 
-    def set_audio_encoder(self, encoder: AudioEncoder) -> None:
+    def set_audio_encoder(self, encoder: nn.Module) -> None:
         """Put ``encoder`` inside the model (first in the state dict, as officially) and record its sizes."""
         if encoder.config.hidden_size != self.config.audio_dim:
             raise ValueError(f"wav2vec2 hidden size {encoder.config.hidden_size} != audio_dim {self.config.audio_dim}")
@@ -84,7 +86,7 @@ class Audio2MeshModel(nn.Module):
 def from_checkpoint(checkpoint: str | Path | Mapping, *, strict: bool = True) -> Audio2MeshModel:
     """A model from our trainer checkpoint (its config inside) or an official ``audio2mesh.pt``.
 
-    ``checkpoint`` is a file or its loaded contents (see :func:`models.wav2vec.split_checkpoint`).
+    ``checkpoint`` is a file or its loaded contents (see :func:`models.audio_checkpoint.split_checkpoint`).
     """
     return build_from_checkpoint(checkpoint, "audio2mesh", Audio2MeshModel, Audio2MeshConfig, strict=strict)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.wav2vec import (OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, AudioEncoder, build_from_checkpoint, load_model_state,
-                            structure)
+from models.audio_checkpoint import (OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, build_from_checkpoint, load_model_state,
+                                     structure)
 
 SAMPLE_RATE = 16_000
 
@@ -131,6 +131,8 @@ class Audio2PoseModel(nn.Module):
         self.config = config
         self.register_module("audio_encoder", None)
         if config.wav2vec2 is not None:
+            from models.wav2vec import AudioEncoder  # transformers: only when wav2vec2 is inside
+
             self.set_audio_encoder(AudioEncoder.from_config_dict(config.wav2vec2))
         self.pose_map = nn.Linear(config.pose_dim, config.hidden)
         self.in_fn = nn.Linear(config.audio_dim, config.hidden)
@@ -141,7 +143,7 @@ class Audio2PoseModel(nn.Module):
         self.pose_map_r = nn.Linear(config.hidden, config.pose_dim)
         self.id_embed = nn.Embedding(config.num_ids, config.hidden)
 
-    def set_audio_encoder(self, encoder: AudioEncoder) -> None:
+    def set_audio_encoder(self, encoder: nn.Module) -> None:
         """Put ``encoder`` inside the model (first in the state dict, as officially) and record its sizes."""
         if encoder.config.hidden_size != self.config.audio_dim:
             raise ValueError(f"wav2vec2 hidden size {encoder.config.hidden_size} != audio_dim {self.config.audio_dim}")
@@ -212,7 +214,7 @@ class Audio2PoseModel(nn.Module):
 def from_checkpoint(checkpoint: str | Path | Mapping, *, strict: bool = True) -> Audio2PoseModel:
     """A model from our trainer checkpoint (its config inside) or an official ``audio2pose.pt``.
 
-    ``checkpoint`` is a file or its loaded contents (see :func:`models.wav2vec.split_checkpoint`).
+    ``checkpoint`` is a file or its loaded contents (see :func:`models.audio_checkpoint.split_checkpoint`).
     """
     return build_from_checkpoint(checkpoint, "audio2pose", Audio2PoseModel, Audio2PoseConfig, strict=strict)
 
