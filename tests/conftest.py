@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +62,51 @@ def feature_shards(tiny_wav2vec2: Path, tmp_path_factory: pytest.TempPathFactory
                           cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The embedded sample (3 clips) built once at ``SAMPLE_SIZE`` px without audio features:
+    (out, BuildResult). The local build every byte-identity test compares its own build with
+    (S3, cluster, remote cache, resumes, faults); read only, copy it before changing anything.
+
+    Built in this process on a local Ray (the one a module already started, else its own,
+    stopped again), so the result carries the build's timings and worker memory.
+    """
+    import ray
+    from rich.console import Console
+    from sample_lists import SAMPLE_SIZE
+
+    from aniportrait.media.cut import CutSettings
+    from datasets_spec import sample
+    from pipelines.build import run_build
+    from pipelines.config import BuildConfig
+
+    out = tmp_path_factory.mktemp("sample_build") / "out"
+    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), mirror=str(sample.default_mirror()),
+                      workers=2, cut=CutSettings(size=SAMPLE_SIZE))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_build(cfg, Console(file=io.StringIO()))
+    finally:
+        if started:
+            ray.shutdown()
+    assert result.failed == 0, [s.error for s in result.states if s.error]
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module of tiny-model tests.
+
+    Tiny models gain nothing from threads, and OpenMP workers spinning on a busy 2-core
+    runner cost seconds per call (measured 20-40x slower with 2 threads under load).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

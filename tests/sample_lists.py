@@ -1,8 +1,17 @@
-"""Write metadata in the HDTF list format the embedded ``sample`` dataset reads (``SAMPLE_*.txt``)."""
+"""Helpers for builds of the embedded ``sample`` dataset: metadata in its HDTF list format
+(``SAMPLE_*.txt``) and the options of the shared reference build (``conftest.sample_build``)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+#: Frame size of the shared reference build of the sample, and so of every build a test
+#: compares with it byte for byte (smaller frames make each build cheaper; the pipeline is
+#: the same at any size).
+SAMPLE_SIZE = 256
+#: The same as CLI options.
+SAMPLE_SIZE_ARGS = ("--size", str(SAMPLE_SIZE))
 
 
 def write_sample_lists(folder: Path, videos: dict[str, tuple[str, list[str]]],
@@ -16,3 +25,13 @@ def write_sample_lists(folder: Path, videos: dict[str, tuple[str, list[str]]],
     (folder / "SAMPLE_crop_wh.txt").write_text("".join(f"{c}.mp4 {box}\n" for c, box in (crops or {}).items()))
     (folder / "SAMPLE_crop_ratio.txt").write_text("")
     return folder
+
+
+def copy_work(out: Path, dest: Path, clips: list[str] | None = None) -> Path:
+    """A copy of the work area of the build in ``out`` (only the folders of ``clips`` when
+    given) at ``dest``: a later build resumes those clips from their markers."""
+    shutil.copytree(out / "_work", dest)
+    for folder in (dest / "clips").iterdir():
+        if clips is not None and folder.name not in clips:
+            shutil.rmtree(folder)
+    return dest

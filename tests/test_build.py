@@ -20,10 +20,12 @@ import ray
 import webdataset as wds
 from loopback import serve_directory
 from rich.console import Console
+from sample_lists import SAMPLE_SIZE, SAMPLE_SIZE_ARGS
 from sample_lists import write_sample_lists as _write_lists
 
 from aniportrait.face import DEFAULT_MODEL_SHA256
-from aniportrait.media.probe import count_video_frames
+from aniportrait.media.cut import CutSettings
+from aniportrait.media.probe import count_video_frames, probe
 from datasets_spec import sample
 from pipelines.build import run_build
 from pipelines.config import BuildConfig
@@ -45,10 +47,11 @@ def local_ray() -> None:
 
 def _build(out: Path, *, dataset: str = "sample", metadata: Path | None = None, mirror: Path | None = None,
            workers: int = 2, wav2vec2: Path | None = None):
+    """A build in this process, at the frame size of the shared ``sample_build``."""
     cfg = BuildConfig(dataset=dataset, out=str(out), work_dir=str(out / "_work"),
                       metadata=str(metadata) if metadata else None,
                       mirror=str(mirror or sample.default_mirror()), workers=workers,
-                      wav2vec2=str(wav2vec2) if wav2vec2 else None)
+                      wav2vec2=str(wav2vec2) if wav2vec2 else None, cut=CutSettings(size=SAMPLE_SIZE))
     return run_build(cfg, Console(file=open(os.devnull, "w")))
 
 
@@ -57,13 +60,8 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def sample_build(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    out = tmp_path_factory.mktemp("sample") / "out"
-    return out, _build(out, workers=2)
-
-
 def test_sample_build_reads_back_with_webdataset(sample_build: tuple[Path, object], tmp_path: Path) -> None:
+    """The shared build of the sample (``conftest.sample_build``)."""
     out, result = sample_build
     assert result.failed == 0
     shards = sorted(out.glob("*.tar"))
@@ -78,6 +76,8 @@ def test_sample_build_reads_back_with_webdataset(sample_build: tuple[Path, objec
             video = tmp_path / f"{item['__key__']}.{member}"
             video.write_bytes(item[member])
             assert count_video_frames(video) == frames
+            info = probe(video)
+            assert (info.width, info.height) == (SAMPLE_SIZE, SAMPLE_SIZE)
         lmks, has_face = np.load(io.BytesIO(item["lmks.npy"])), np.load(io.BytesIO(item["has_face.npy"]))
         assert lmks.shape == (frames, 478, 3) and has_face.all() and meta["info"]["face_rate"] == 1.0
         assert np.load(io.BytesIO(item["pose6d.npy"])).shape == (frames, 6)
@@ -87,7 +87,7 @@ def test_sample_build_reads_back_with_webdataset(sample_build: tuple[Path, objec
     assert frames == {"LylTalking_0": 90, "LylTalking_1": 120, "Radio10_0": 60}
 
 
-def test_sample_build_reads_back_with_ray(sample_build: tuple[Path, object]) -> None:
+def test_sample_build_reads_back_with_ray(local_ray: None, sample_build: tuple[Path, object]) -> None:
     out, _ = sample_build
     rows = ray.data.read_webdataset(str(out / "sample-train-000000.tar")).take_all()
     assert sorted(r["__key__"] for r in rows) == SAMPLE_IDS
@@ -234,17 +234,12 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert b"1 of 2 clips failed" in err
 
 
-def test_killed_build_resumes_to_the_same_bytes(local_ray: None, tmp_path: Path) -> None:
-    spans = [f"00:0{i}-00:0{i + 1}" for i in range(7)]
-    metadata = _write_lists(tmp_path / "meta", {
-        "LylTalking": ("https://github.com/Zejun-Yang/AniPortrait", spans),
-        "Radio10": ("https://www.youtube.com/watch?v=ZoRK17RCZHY", ["00:00-00:01", "00:01-00:02"]),
-    })
-    reference = tmp_path / "reference"
-    _build(reference, metadata=metadata)
-
+def test_killed_build_resumes_to_the_same_bytes(sample_build: tuple[Path, object], tmp_path: Path) -> None:
+    """The CLI killed with SIGKILL once a clip finished its first stage, then run again: it
+    ends with the bytes of the shared, undisturbed build of the sample."""
+    reference, _ = sample_build
     out = tmp_path / "out"
-    args = ("build", "--dataset", "sample", "--metadata", str(metadata), "--out", str(out), "--workers", "1")
+    args = ("build", "--dataset", "sample", "--out", str(out), "--workers", "1", *SAMPLE_SIZE_ARGS)
     proc = _cli(*args, cwd=tmp_path)
     markers = out / "_work" / "clips"
     deadline = time.monotonic() + 240
@@ -253,7 +248,7 @@ def test_killed_build_resumes_to_the_same_bytes(local_ray: None, tmp_path: Path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {p: p.stat().st_mtime_ns for p in markers.glob("*/clip.done.json")}
-    assert 0 < len(done_before) < 9, "the kill must land mid-build"
+    assert 0 < len(done_before) < len(SAMPLE_IDS), "the kill must land mid-build"
     assert not (out / "release.json").exists()
 
     resumed = _cli(*args, cwd=tmp_path)

@@ -13,16 +13,11 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import webdataset as wds
 import yaml
-from rich.console import Console
 
-from datasets_spec import sample
-from pipelines.build import run_build
 from pipelines.card import README_NAME, shard_patterns, write_card
 from pipelines.card_plots import QUALITY_COLUMNS, ShardFrames, make_plots
-from pipelines.config import BuildConfig
 from pipelines.verify import verify_release
 
 pytestmark = pytest.mark.slow
@@ -31,17 +26,9 @@ CLI = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "aniportrait-data"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real local-Ray build of the embedded sample, shared by the module (read only)."""
-    out = tmp_path_factory.mktemp("card") / "out"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"),
-                          mirror=str(sample.default_mirror()), workers=2)
-        run_build(cfg, Console(file=open(os.devnull, "w")))
-    finally:
-        ray.shutdown()
-    return out
+def built(sample_build: tuple[Path, object]) -> Path:
+    """The real local-Ray build of the embedded sample (``conftest.sample_build``, read only)."""
+    return sample_build[0]
 
 
 def _copy(out: Path, dest: Path) -> Path:

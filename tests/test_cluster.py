@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sample_lists import SAMPLE_SIZE_ARGS
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +96,7 @@ def cluster_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
         nodes.append(_start_node([f"--address={address}"], root / "worker.log"))
         out = root / "out"
         build = subprocess.run([sys.executable, "-m", "cli", "build", "--dataset", "sample", "--address", address,
-                                "--out", str(out), "--workers", "2"],
+                                "--out", str(out), "--workers", "2", *SAMPLE_SIZE_ARGS],
                                cwd=root, env=CLUSTER_ENV, capture_output=True, text=True, timeout=900)
         assert build.returncode == 0, build.stderr
         placement = subprocess.run([sys.executable, "-c", PLACEMENT, address], env=CLUSTER_ENV, capture_output=True,
@@ -116,13 +117,11 @@ def test_clips_ran_on_both_nodes(cluster_build: tuple[Path, dict]) -> None:
     assert sorted(clips) == placement["nodes"] and sum(clips.values()) == SAMPLE_CLIPS, clips
 
 
-def test_cluster_release_equals_a_local_build(cluster_build: tuple[Path, dict], tmp_path: Path) -> None:
+def test_cluster_release_equals_a_local_build(cluster_build: tuple[Path, dict],
+                                               sample_build: tuple[Path, object]) -> None:
+    """Compared with ``conftest.sample_build``: the same options on a local Ray."""
     out, _ = cluster_build
-    local = tmp_path / "out"
-    build = subprocess.run([sys.executable, "-m", "cli", "build", "--dataset", "sample", "--out", str(local),
-                            "--workers", "2"], cwd=tmp_path, env=CLUSTER_ENV, capture_output=True, text=True,
-                           timeout=900)
-    assert build.returncode == 0, build.stderr
+    local, _ = sample_build
     files = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
     assert sorted(files) == ["manifest.parquet", "release.json", "sample-train-000000.tar"]
     assert files == {p.name: p.read_bytes() for p in sorted(local.iterdir()) if p.is_file()}

@@ -58,8 +58,9 @@ def local_ray() -> None:
     ray.shutdown()
 
 
-def _build(out: Path, metadata: Path, mirror: Path, curation: CurationSettings, **options: object):
-    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), metadata=str(metadata),
+def _build(out: Path, metadata: Path, mirror: Path, curation: CurationSettings, work: Path | None = None,
+           **options: object):
+    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(work or out / "_work"), metadata=str(metadata),
                       mirror=str(mirror), workers=2, curation=curation, **options)
     return run_build(cfg, Console(file=open(os.devnull, "w")))
 
@@ -113,7 +114,9 @@ def test_stats_show_statuses_and_score_distributions(split_build: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def filtered_build(local_ray: None, mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def filtered_build(local_ray: None, mirror: Path, split_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Other curation settings in the work area of ``split_build``: Joined_0's stages up to
+    the quality scores are resumed from there (their settings are the same), the filter runs again."""
     root = tmp_path_factory.mktemp("filtered")
     metadata = write_sample_lists(root / "meta", {
         "Joined": ("https://example.invalid/joined", ["00:00-00:08"]),
@@ -122,7 +125,7 @@ def filtered_build(local_ray: None, mirror: Path, tmp_path_factory: pytest.TempP
     })
     out = root / "out"
     curation = CurationSettings(filter=("duration_s>=3",), scene_cuts="reject", fix_sync=True)
-    result = _build(out, metadata, mirror, curation, keep_rejected=True)
+    result = _build(out, metadata, mirror, curation, work=split_build / "_work", keep_rejected=True)
     assert result.failed == 0, "filtered clips are results, not failures"
     return out
 

@@ -1,58 +1,45 @@
-"""Export to the official AniPortrait layout and clip previews, on one real sample build."""
+"""Export to the official AniPortrait layout and clip previews, on the real sample build
+(``conftest.sample_build``: three clips at ``SAMPLE_SIZE`` px)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import ray
 import webdataset as wds
-from rich.console import Console
+from sample_lists import SAMPLE_SIZE
 
 from aniportrait.media.probe import count_video_frames, probe
-from datasets_spec import sample
-from pipelines.build import run_build
-from pipelines.config import BuildConfig
 from pipelines.export import INDEX_NAME, export_official, face_frame_indices
 from pipelines.pack import RELEASE_NAME
 from pipelines.preview import contact_sheet, make_preview, tile_indices
 
 pytestmark = pytest.mark.slow
 
-CLIP = "LylTalking_0"  # the first sample clip: 90 frames, a face in every one
-FRAMES = 90
-SIZE = 512
+CLIP_FRAMES = {"LylTalking_0": 90, "LylTalking_1": 120, "Radio10_0": 60}  # a face in every frame
+CLIP = "LylTalking_0"  # the first sample clip
+FRAMES = CLIP_FRAMES[CLIP]
+SIZE = SAMPLE_SIZE
 OVAL_GREEN = np.array([10, 200, 10], np.uint8)  # face-oval colour of the pose image (same in RGB and BGR)
 MISSING = 5
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def built(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A one-clip sample build."""
-    out = tmp_path_factory.mktemp("sample") / "out"
-    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"),
-                      mirror=str(sample.default_mirror()), workers=2, limit=1)
-    result = run_build(cfg, Console(file=open(os.devnull, "w")))
-    assert result.failed == 0
-    return out
+def built(sample_build: tuple[Path, object]) -> Path:
+    """The shared sample build (read only)."""
+    return sample_build[0]
 
 
 @pytest.fixture(scope="module")
 def shard_sample(built: Path) -> dict:
-    (item,) = wds.WebDataset(str(built / "sample-train-000000.tar"), shardshuffle=False)
-    return item
+    """The shard's sample of ``CLIP``."""
+    items = {s["__key__"]: s for s in wds.WebDataset(str(built / "sample-train-000000.tar"), shardshuffle=False)}
+    assert sorted(items) == sorted(CLIP_FRAMES)
+    return items[CLIP]
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +58,14 @@ def _clip_data(dest: Path, clip: str = CLIP) -> dict:
 
 def test_export_writes_the_official_layout(exported: tuple[dict, Path], shard_sample: dict) -> None:
     summary, dest = exported
-    assert (summary["clips_written"], summary["frames_written"], summary["frames_skipped"]) == (1, FRAMES, 0)
+    assert (summary["clips_written"], summary["frames_written"], summary["frames_skipped"]) == \
+           (len(CLIP_FRAMES), sum(CLIP_FRAMES.values()), 0)
     assert summary["clips_dropped"] == {} and summary["skipped_by_clip"] == {}
     index = json.loads((dest / INDEX_NAME).read_text())
-    assert list(index) == [CLIP]
+    assert list(index) == list(CLIP_FRAMES)
+    for clip, frames in CLIP_FRAMES.items():
+        assert len(index[clip]["clip_data_list"][0]["frame_name_list"]) == frames
+        assert len(list((dest / "clips" / clip).glob("*.png"))) == frames
     assert index[CLIP]["video_clip_num"] == 1 and len(index[CLIP]["clip_data_list"]) == 1
     data = index[CLIP]["clip_data_list"][0]
     assert set(data) == {"frame_name_list", "frame_path_list", "lmks_list"}
@@ -104,10 +95,12 @@ def test_export_writes_the_official_layout(exported: tuple[dict, Path], shard_sa
 def test_export_drops_short_clips_and_their_old_folder(built: Path, tmp_path: Path) -> None:
     export_official(str(built), tmp_path)
     summary = export_official(str(built), tmp_path, min_frames=FRAMES + 1)
-    assert summary["clips_written"] == 0
-    assert summary["clips_dropped"] == {CLIP: f"{FRAMES} frames with a face, fewer than {FRAMES + 1}"}
-    assert json.loads((tmp_path / INDEX_NAME).read_text()) == {}
-    assert list((tmp_path / "clips").iterdir()) == []
+    kept = [clip for clip, frames in CLIP_FRAMES.items() if frames > FRAMES]
+    assert kept == ["LylTalking_1"] and summary["clips_written"] == 1
+    assert summary["clips_dropped"] == {clip: f"{frames} frames with a face, fewer than {FRAMES + 1}"
+                                        for clip, frames in CLIP_FRAMES.items() if clip not in kept}
+    assert list(json.loads((tmp_path / INDEX_NAME).read_text())) == kept
+    assert [p.name for p in (tmp_path / "clips").iterdir()] == kept
 
 
 def test_face_frame_indices_skips_missing_faces_and_non_finite_rows() -> None:
@@ -171,5 +164,5 @@ def test_preview_sheet_and_overlay_video(built: Path, tmp_path: Path) -> None:
 
 
 def test_preview_of_an_unknown_clip_lists_available_ids(built: Path, tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match=f"'nope' is not in .*available: {CLIP}"):
+    with pytest.raises(KeyError, match=f"'nope' is not in .*available: {', '.join(CLIP_FRAMES)}"):
         make_preview(str(built), "nope", tmp_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import webdataset as wds
+from sample_lists import SAMPLE_SIZE_ARGS
 from test_build import SAMPLE_IDS, _build, _outputs, local_ray  # noqa: F401 (local_ray is a fixture)
 
 from aniportrait.media.probe import MediaError, run_tool
@@ -28,15 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096
 
 
-@pytest.fixture(scope="module")
-def reference(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """One undisturbed build of the sample, shared by the tests of this module."""
-    out = tmp_path_factory.mktemp("reference") / "out"
-    return out, _build(out, workers=2)
-
-
-def test_build_reports_time_per_stage_and_memory_per_worker(reference: tuple[Path, object]) -> None:
-    _, result = reference
+def test_build_reports_time_per_stage_and_memory_per_worker(sample_build: tuple[Path, object]) -> None:
+    """The shared, undisturbed build of the sample (``conftest.sample_build``, two workers)."""
+    _, result = sample_build
     assert result.failed == 0
     assert list(result.stage_seconds) == result.stage_names[1:], "every chain stage, in order"
     assert all(seconds > 0 for seconds in result.stage_seconds.values())
@@ -76,7 +71,8 @@ def _kill_during_face_stage(clips: Path, build: Future) -> tuple[str, int]:
     pytest.fail("no clip was caught in its face stage")
 
 
-def test_a_worker_killed_in_the_face_stage_is_retried(reference: tuple[Path, object], tmp_path: Path) -> None:
+def test_a_worker_killed_in_the_face_stage_is_retried(local_ray: None, sample_build: tuple[Path, object],
+                                                     tmp_path: Path) -> None:
     out = tmp_path / "out"
     with ThreadPoolExecutor(1) as pool:
         build = pool.submit(_build, out, workers=2)
@@ -87,7 +83,7 @@ def test_a_worker_killed_in_the_face_stage_is_retried(reference: tuple[Path, obj
     assert result.failed == 0 and sorted(s.record.clip_id for s in result.states) == SAMPLE_IDS
     keys = [s["__key__"] for s in wds.WebDataset([str(p) for p in sorted(out.glob("*.tar"))], shardshuffle=False)]
     assert keys == SAMPLE_IDS, "every clip exactly once"
-    assert _outputs(out) == _outputs(reference[0])
+    assert _outputs(out) == _outputs(sample_build[0])
 
 
 def test_ffmpeg_that_cannot_write_its_output_fails_as_a_full_disk() -> None:
@@ -117,7 +113,8 @@ def _namespace_command() -> list[str]:
 FULL_DISK_SCRIPT = """
 set -u
 mount -t tmpfs -o size="$SMALL" aniportrait-test "$WORK" || exit 97
-build() { "$PYTHON" -m cli build --dataset sample --mirror "$MIRROR" --out "$OUT" --work-dir "$WORK" --workers 1; }
+build() { "$PYTHON" -m cli build --dataset sample --mirror "$MIRROR" --out "$OUT" --work-dir "$WORK" --workers 1 \
+         $SIZE_ARGS; }
 build 2> "$LOGS/full.err"; echo $? > "$LOGS/full.rc"
 find "$WORK" "$OUT" -name '*.tmp-*' > "$LOGS/temporaries"
 ls -A "$OUT" > "$LOGS/released"
@@ -129,7 +126,7 @@ find "$WORK" -name '*.done.json' -printf '%P %T@\\n' | sort > "$LOGS/markers-aft
 """
 
 
-def test_a_full_disk_stops_the_build_clearly_and_a_rerun_resumes(reference: tuple[Path, object],
+def test_a_full_disk_stops_the_build_clearly_and_a_rerun_resumes(sample_build: tuple[Path, object],
                                                                  tmp_path: Path) -> None:
     """The work area is a real tmpfs that holds one clip's files but not two: the build must
     stop with a readable error (exit 2, naming the folder), cache no failure, leave no
@@ -138,8 +135,8 @@ def test_a_full_disk_stops_the_build_clearly_and_a_rerun_resumes(reference: tupl
     for folder in (work, logs):
         folder.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "400", "PYTHON": sys.executable,
-           "SMALL": str(_small_disk_size(reference[0] / "_work")), "WORK": str(work), "OUT": str(out),
-           "LOGS": str(logs), "MIRROR": str(sample.default_mirror())}
+           "SMALL": str(_small_disk_size(sample_build[0] / "_work")), "WORK": str(work), "OUT": str(out),
+           "LOGS": str(logs), "MIRROR": str(sample.default_mirror()), "SIZE_ARGS": " ".join(SAMPLE_SIZE_ARGS)}
     done = subprocess.run([*_namespace_command(), "sh", "-c", FULL_DISK_SCRIPT], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     if done.returncode == 97 or "unshare:" in done.stderr:
@@ -161,5 +158,5 @@ def test_a_full_disk_stops_the_build_clearly_and_a_rerun_resumes(reference: tupl
     assert "1 already done, 2 to process" in resumed_err
     after = dict(line.rsplit(" ", 1) for line in (logs / "markers-after").read_text().splitlines())
     assert {name: after[name] for name in markers} == markers, "finished stages were not redone"
-    assert _outputs(out) == _outputs(reference[0])
+    assert _outputs(out) == _outputs(sample_build[0])
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]

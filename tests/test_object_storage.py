@@ -22,6 +22,7 @@ import boto3
 import pytest
 import webdataset as wds
 from rich.console import Console
+from sample_lists import SAMPLE_SIZE_ARGS, copy_work
 
 from aniportrait.storage import OutputDir, OutputError
 from pipelines.report import inspect_release, manifest_stats
@@ -138,21 +139,19 @@ def _markers(work: Path) -> dict[Path, int]:
 
 
 @pytest.fixture(scope="module")
-def reference(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local build of the sample (its work area is reused by the S3 build)."""
-    root = tmp_path_factory.mktemp("local")
-    code, err = _run(s3, "build", "--dataset", "sample", "--out", str(root / "out"), "--workers", "2", cwd=root)
-    assert code == 0, err
-    return root / "out"
+def reference(sample_build: tuple[Path, object]) -> Path:
+    """The local build of the sample (``conftest.sample_build``; its work area is reused by the S3 build)."""
+    return sample_build[0]
 
 
 @pytest.fixture(scope="module")
-def s3_build(s3: MotoServer, reference: Path) -> str:
-    """The same build written to ``s3://aniportrait/run1``; clips come from the local build's work area."""
-    work = reference / "_work"
+def s3_build(s3: MotoServer, reference: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same build written to ``s3://aniportrait/run1``; clips come from (a copy of) the local build's work area."""
+    root = tmp_path_factory.mktemp("run1")
+    work = copy_work(reference, root / "work")
     before = _markers(work)
     code, err = _run(s3, "build", "--dataset", "sample", "--out", f"s3://{BUCKET}/run1", "--work-dir", str(work),
-                     "--workers", "2", cwd=reference.parent)
+                     "--workers", "2", *SAMPLE_SIZE_ARGS, cwd=root)
     assert code == 0, err
     assert "3 clips, 3 already done, 0 to process" in err
     assert _markers(work) == before
@@ -221,11 +220,15 @@ def test_a_missing_bucket_is_an_error_naming_it(s3: MotoServer) -> None:
 
 def test_a_failed_upload_ends_with_a_clear_error_and_resumes(s3: MotoServer, reference: Path,
                                                               tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    args = ("build", "--dataset", "sample", "--out", f"s3://{BUCKET}/run2", "--work-dir", str(work), "--workers", "2")
+    """Two clips are already in the work area (copied from the local build); the server goes
+    away while the third one is processed."""
+    work = copy_work(reference, tmp_path / "work", clips=SAMPLE_IDS[:2])
+    args = ("build", "--dataset", "sample", "--out", f"s3://{BUCKET}/run2", "--work-dir", str(work), "--workers", "2",
+            *SAMPLE_SIZE_ARGS)
     proc = _cli(s3, *args, cwd=tmp_path)
     deadline = time.monotonic() + 300
-    while not list(work.glob("clips/*/clip.done.json")) and time.monotonic() < deadline and proc.poll() is None:
+    processed = work / "clips" / SAMPLE_IDS[2] / "clip.done.json"
+    while not processed.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     s3.stop()  # the server goes away while the clips are processed, before the pack phase
     try:

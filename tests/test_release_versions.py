@@ -2,7 +2,9 @@
 
 The planner tests use real work-area files and real webdataset shards; the release tests
 run real local Ray builds of the embedded sample (or of its videos with one source
-served over loopback HTTP), each build shared by the tests of its fixture.
+served over loopback HTTP), each build shared by the tests of its fixture. Where a test is
+about releases, not processing, its work area starts as a copy of the shared sample build's
+(``conftest.sample_build``), so clips done there are resumed from their markers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import ray
 import webdataset as wds
 from loopback import serve_directory
 from rich.console import Console
+from sample_lists import SAMPLE_SIZE, copy_work
 
+from aniportrait.media.cut import CutSettings
 from aniportrait.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipRecord, ClipState
 from aniportrait.storage import OutputDir
 from datasets_spec import sample
@@ -139,7 +143,8 @@ def local_ray() -> None:
 
 def _build(out: Path, **options: object):
     options.setdefault("mirror", str(sample.default_mirror()))
-    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), workers=2, **options)
+    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), workers=2,
+                      cut=CutSettings(size=SAMPLE_SIZE), **options)
     return run_build(cfg, Console(file=open(os.devnull, "w")))
 
 
@@ -157,9 +162,11 @@ def _keys(out: Path, shard: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def history(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One output folder through four builds: 2 clips, all 3, all 3 again, 2 again."""
+def history(local_ray: None, sample_build: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One output folder through four builds: 2 clips, all 3, all 3 again, 2 again (every
+    clip resumed from the work area of the shared sample build)."""
     out = tmp_path_factory.mktemp("versions") / "out"
+    copy_work(sample_build[0], out / "_work")
     steps = {}
     for step, limit in (("v1", 2), ("v2", None), ("same", None), ("v3", 2)):
         _build(out, limit=limit)
@@ -240,10 +247,11 @@ def test_byte_sized_shards_of_real_clips(history: dict, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def retry(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def retry(local_ray: None, sample_build: tuple[Path, object], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The sample with Radio10's video served over HTTP instead of the mirror: first missing
-    on the server (its download fails), then put there; the build is rerun without and with
-    ``--retry-failed``, and a fresh build where the file was there from the start."""
+    on the server (its download fails; the LylTalking clips are resumed from the shared sample
+    build's work area), then put there; the build is rerun without and with ``--retry-failed``,
+    and a fresh build (all of it processed) where the file was there from the start."""
     root = tmp_path_factory.mktemp("retry")
     mirror, www, meta = root / "mirror", root / "www", root / "meta"
     mirror.mkdir()
@@ -257,6 +265,7 @@ def retry(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
                                 for line in urls.read_text().splitlines()))
         options = {"metadata": str(meta), "mirror": str(mirror)}
         out = root / "out"
+        copy_work(sample_build[0], out / "_work", clips=SAMPLE_IDS[:2])
         steps["failed"] = _build(out, **options)
         steps["failed_files"] = _files(out)
         markers = out / "_work" / "clips"

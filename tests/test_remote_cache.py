@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from sample_lists import SAMPLE_SIZE, SAMPLE_SIZE_ARGS
 from test_object_storage import (  # noqa: F401 - s3 is a fixture
     BUCKET,
     REPO,
@@ -25,6 +26,7 @@ from test_object_storage import (  # noqa: F401 - s3 is a fixture
     s3,
 )
 
+from aniportrait.media.cut import CutSettings
 from datasets_spec import sample
 from pipelines.build import _resume, clip_stages, load_records
 from pipelines.config import BuildConfig
@@ -70,12 +72,9 @@ def _clip_files(folder: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local build of the sample (local work dir, as before)."""
-    root = tmp_path_factory.mktemp("local")
-    _run(s3, "build", "--dataset", "sample", "--out", str(root / "out"), "--workers", "2", cwd=root,
-         scratch=root / "tmp")
-    return root / "out"
+def reference(sample_build: tuple[Path, object]) -> Path:
+    """The local build of the sample (``conftest.sample_build``: a local work dir, read only)."""
+    return sample_build[0]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def remote_build(s3: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> tu
     """``--out s3://aniportrait/cached`` and no ``--work-dir``: (its scratch TMPDIR, its stderr)."""
     root = tmp_path_factory.mktemp("remote")
     err = _run(s3, "build", "--dataset", "sample", "--out", f"s3://{BUCKET}/{PREFIX}", "--workers", "2",
-               cwd=root, scratch=root / "tmp")
+               *SAMPLE_SIZE_ARGS, cwd=root, scratch=root / "tmp")
     return root / "tmp", err
 
 
@@ -109,7 +108,7 @@ def test_driver_resume_reads_only_markers(s3: MotoServer, remote_build: tuple[Pa
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a fresh scratch for this process
     cfg = BuildConfig(dataset="sample", out=s3.uri(PREFIX), work_dir=s3.uri(f"{PREFIX}/_work"),
-                      mirror=str(sample.default_mirror())).resolved()
+                      mirror=str(sample.default_mirror()), cut=CutSettings(size=SAMPLE_SIZE)).resolved()
     stages = clip_stages(cfg)
     done, pending = _resume(stages[-1], load_records(cfg), ["download"] + STAGES)
     assert [s.record.clip_id for s in done] == SAMPLE_IDS and pending == []
@@ -126,7 +125,7 @@ def test_a_fresh_node_resumes_from_the_bucket(s3: MotoServer, reference: Path, r
     for key in rerun:
         s3.client().delete_object(Bucket=BUCKET, Key=key)
     err = _run(s3, "build", "--dataset", "sample", "--out", f"s3://{BUCKET}/{PREFIX}", "--workers", "2",
-               cwd=tmp_path, scratch=tmp_path / "fresh")
+               *SAMPLE_SIZE_ARGS, cwd=tmp_path, scratch=tmp_path / "fresh")
     assert "3 clips, 2 already done, 1 to process" in err
     after = _markers(s3)
     assert sorted(after) == sorted(before)
