@@ -82,7 +82,12 @@ def build_from_checkpoint(checkpoint: str | Path | Mapping, kind: str, model_cls
     """
     name = Path(checkpoint).name if isinstance(checkpoint, (str, Path)) else "checkpoint"
     if isinstance(checkpoint, (str, Path)):
-        checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises pickle, zip and key errors for files it cannot read
+            raise ValueError(f"{name} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{name} holds a {type(checkpoint).__name__}, not a state dict")
     if checkpoint.get("kind", kind) != kind:
         raise ValueError(f"{name} is an {checkpoint['kind']} checkpoint, not {kind}")
     state, config = split_checkpoint(checkpoint)

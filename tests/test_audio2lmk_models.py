@@ -24,14 +24,7 @@ from models.audio2pose import (  # noqa: E402
 
 OFFICIAL = {"audio2mesh": (Audio2MeshModel, Audio2MeshConfig), "audio2pose": (Audio2PoseModel, Audio2PoseConfig)}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run far faster without spinning workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def manifest(shared_dir: Path, name: str) -> dict:
@@ -110,6 +103,15 @@ def test_missing_wav2vec2_says_what_to_pass(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match="--wav2vec2"):
         load_audio_encoder(str(tmp_path / "nowhere"))
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path: Path) -> None:
+    from models.audio2mesh import from_checkpoint
+
+    junk = tmp_path / "audio2mesh.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="audio2mesh.pt is not a readable torch checkpoint"):
+        from_checkpoint(junk)
 
 
 def test_alibi_and_cross_attention_masks() -> None:
