@@ -121,7 +121,7 @@ def end_to_end_rate(kind: str, preset: str, overrides: dict, shards: list[str], 
                                    model_overrides=overrides, loader_workers=1, log_every=max(1, steps // 5),
                                    checkpoint_every=steps, progress=False, threads=threads, shuffle_buffer=shuffle_buffer)
         train(cfg)
-        from pipelines.training.audio2lmk import CsvLog
+        from pipelines.training.logs import CsvLog
 
         rows = CsvLog.read(Path(out) / "train.csv")[1:]
         read_result(out)

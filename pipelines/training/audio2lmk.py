@@ -20,7 +20,6 @@ exactly: the same data, dropout masks and losses as an uninterrupted run.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -37,6 +36,7 @@ from torch import nn
 
 from aniportrait.pose import pose6d_to_matrix
 from aniportrait.storage import write_local_atomic
+from pipelines.training.logs import CsvLog
 from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                                            prune_checkpoints, save_checkpoint)
 from pipelines.training.distributed import (gather_objects, mean_across_ranks, rank_and_world, run_training,
@@ -249,28 +249,6 @@ def pose_errors(prediction: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
 
 
 # ---------------------------------------------------------------- logs
-
-class CsvLog:
-    """Append-only CSV; on resume rows after the checkpoint's step are dropped (they get redone)."""
-
-    def __init__(self, path: Path, fields: tuple[str, ...] | list[str], keep_until: int | None) -> None:
-        self.path, self.fields = path, list(fields)
-        rows = self.read(path) if keep_until is not None and path.exists() else []
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, self.fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(r for r in rows if int(r["step"]) <= (keep_until or 0))
-        write_local_atomic(path, buffer.getvalue().encode())
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, self.fields, extrasaction="ignore").writerow(row)
-
-    @staticmethod
-    def read(path: Path) -> list[dict[str, str]]:
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-
 
 def _tensorboard(out: Path, step: int):
     try:

@@ -12,27 +12,20 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from pipelines.training.cli_options import (Address, Gpu, LoaderWorkers, Resume, Seed, Shards, Steps, Threads,
+                                          Workers)
+
 train_app = typer.Typer(help="Train the AniPortrait models on built shards.", no_args_is_help=True)
 console = Console(stderr=True)
 
-Shards = Annotated[str, typer.Option(help="Shards: a built dataset folder or URI, a folder of .tar, a glob, "
-                                          "brace patterns (x-{000..009}.tar), several joined by '::'.")]
 Out = Annotated[Path, typer.Option(help="Run folder: checkpoints/, train.csv, eval.csv, tb/, config.json.")]
-Steps = Annotated[int, typer.Option(help="Optimizer steps in all (a resumed run continues up to it).", min=1)]
 BatchSize = Annotated[int, typer.Option(help="Windows per step and worker.", min=1)]
 Window = Annotated[int, typer.Option(help="Frames per training window (30 fps).", min=2)]
 Lr = Annotated[float, typer.Option(help="AdamW learning rate.")]
-Seed = Annotated[int, typer.Option(help="Seed of the weights and of every shuffle.")]
-Workers = Annotated[int, typer.Option(help="Data-parallel workers: 1 runs here, N runs Ray Train (DDP).", min=1)]
-Gpu = Annotated[bool, typer.Option("--gpu/--cpu", help="One GPU per worker (NCCL) or CPUs (gloo).")]
 Preset = Annotated[str, typer.Option("--config", help="Model size: tiny (sized to the features) or official.")]
-Resume = Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --out.")]
 EvalShards = Annotated[Optional[str], typer.Option(help="Held-out shards, evaluated at every checkpoint.")]
 CheckpointEvery = Annotated[int, typer.Option(help="Save (and evaluate) every N steps, and at the end.", min=1)]
-LoaderWorkers = Annotated[int, typer.Option(help="DataLoader processes decoding shards per worker.", min=0)]
 ShuffleBuffer = Annotated[int, typer.Option(help="Windows held by the shuffle buffer.", min=1)]
-Threads = Annotated[Optional[int], typer.Option(help="torch CPU threads per worker (default: torch's).", min=1)]
-Address = Annotated[Optional[str], typer.Option(help="Ray cluster address for --workers > 1 (default: local Ray).")]
 
 
 def _train(kind: str, shards: str, out: Path, steps: int, batch_size: int, window: int, lr: float, seed: int,

@@ -40,14 +40,19 @@ def select_device(use_gpu: bool):
     return torch.device("cuda")
 
 
-def wrap_ddp(model, device):
-    """``model`` on ``device``, wrapped in ``DistributedDataParallel`` when there are several ranks."""
+def wrap_ddp(model, device, *, find_unused_parameters: bool = False):
+    """``model`` on ``device``, wrapped in ``DistributedDataParallel`` when there are several ranks.
+
+    ``find_unused_parameters``: some steps leave parameters without gradients (e.g. a
+    dropped condition); DDP then has to look for them.
+    """
     from torch.nn.parallel import DistributedDataParallel
 
     model = model.to(device)
     if rank_and_world()[1] == 1:
         return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def unwrap(model):
