@@ -18,6 +18,11 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from pipelines.inference.cli_infer import infer
+from pipelines.inference.cli_predict import predict_landmarks
+from pipelines.training.cli_audio2lmk import train_app
+from pipelines.training.cli_lmk2video import stage1, stage2
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
@@ -271,12 +276,13 @@ def verify(out: Annotated[str, typer.Argument(help="A built dataset directory or
     console.print(f"[green]all {len(report.shards)} shards and the manifest match release.json[/]")
 
 
-# Training and inference commands. Their modules import torch/diffusers only inside the
-# command functions, so `aniportrait-data build` stays quick to start.
-# [train audio2lmk]
-# [train lmk2video]
-# [predict-landmarks]
-# [infer]
+# Training and inference commands live in their own modules, which import torch, diffusers and
+# Ray only inside the command functions: `aniportrait-data build` stays quick to start.
+app.add_typer(train_app, name="train", help="Train Audio2Mesh / Audio2Pose and Lmk2Video stage 1 / stage 2 on built shards.")
+train_app.command("stage1")(stage1)
+train_app.command("stage2")(stage2)
+app.command("predict-landmarks")(predict_landmarks)
+app.command()(infer)
 
 
 if __name__ == "__main__":

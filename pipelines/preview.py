@@ -6,7 +6,6 @@ sees it) drawn on top, so landmarks that drift off the face are easy to spot.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
