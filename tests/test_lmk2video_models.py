@@ -20,6 +20,8 @@ from pipelines.inference.lmk2video import Lmk2Video, context_windows
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def manifest(shared_dir: Path, name: str) -> dict[str, torch.Tensor]:
     """Meta tensors with the keys, shapes and dtypes of an official checkpoint."""
@@ -31,13 +33,6 @@ def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
     return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and OpenMP spinning on a busy 2-core runner costs seconds per call."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
