@@ -19,7 +19,8 @@ from aniportrait.audio import SAMPLE_RATE, load_audio
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings
 from aniportrait.media.probe import count_video_frames, probe
-from pipelines.inference.batch import REPORT_NAME, output_path, write_video
+from pipelines.inference.outputs import output_path, write_video
+from pipelines.inference.report import REPORT_NAME
 from pipelines.inference.jobs import Job, JobTableError, read_jobs
 from pipelines.inference.reenact import reenact, resampled_length, tile_mirrored
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import pickle
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -35,17 +34,15 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from aniportrait.ids import contained_join
-from aniportrait.media.probe import MediaError, check_tool, probe
-from aniportrait.storage import local_atomic_path, write_local_atomic
+from aniportrait.media.probe import probe
+from aniportrait.storage import write_local_atomic
 from pipelines.inference.audio2lmk import PortraitFace, portrait_face, pose_images
 from pipelines.inference.jobs import KIND_AUDIO, Job
+from pipelines.inference.outputs import marker_path, output_path, read_marker, write_video
 from pipelines.inference.reenact import reenact, reference_pose
+from pipelines.inference.report import FPS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, report_row, write_report
 from pipelines.stages.base import describe_error
 
-FPS = 30.0
-REPORT_NAME = "jobs_report.parquet"
-STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
 TINY_WARNING = ("TINY RANDOM MODELS (--tiny-random): the videos are noise from untrained models, "
                 "made to test the pipeline, not real animations")
 
@@ -250,56 +247,6 @@ def _half_on_gpu(device: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# Output files
-
-
-def output_path(out: str, job: Job) -> str:
-    """``<out>/<job name>.mp4`` (the name is a safe id: it cannot leave ``out``)."""
-    return contained_join(out, f"{job.name}.mp4")
-
-
-def marker_path(out: str, job: Job) -> str:
-    """The done marker, written after the video: ``<out>/<job name>.done.json``."""
-    return contained_join(out, f"{job.name}.done.json")
-
-
-def write_video(frames: np.ndarray, fps: float, out: str | Path, *, audio: str | None = None,
-                audio_seconds: float | None = None, crf: int = 18) -> None:
-    """Encode ``frames`` (T,H,W,3) uint8 RGB to H.264 (yuv420p) at ``fps``, with the first
-    audio stream of ``audio`` as AAC (cut to ``audio_seconds`` when given), atomically."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or len(frames) == 0:
-        raise MediaError(f"expected (T,H,W,3) uint8 frames with T >= 1, got {frames.shape} {frames.dtype}")
-    height, width = frames.shape[1:3]
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-"]
-    if audio:
-        args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
-        if audio_seconds is not None:
-            args += ["-t", f"{audio_seconds:.6f}"]
-    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf),
-             "-preset", "veryfast", "-movflags", "+faststart", "-f", "mp4"]
-    with local_atomic_path(out) as tmp:
-        process = subprocess.Popen([*args, str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            process.stdin.write(np.ascontiguousarray(frames).tobytes())  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass  # ffmpeg stopped early: its stderr says why
-        _, stderr = process.communicate()
-        check_tool("ffmpeg", f"write {Path(out).name}", process.returncode, stderr)
-
-
-def read_marker(out: str, job: Job) -> dict[str, Any] | None:
-    """The done marker of ``job``, if there is one and its video is there too."""
-    path = Path(marker_path(out, job))
-    if not path.is_file() or not Path(output_path(out, job)).is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------
 # Ray Data
 
 
@@ -378,7 +325,7 @@ def run_infer(jobs: list[Job], out: str, settings: InferSettings, *, address: st
     for job in jobs:
         marker = read_marker(out, job)
         if marker is not None and marker.get("fingerprint") == settings.fingerprint(job):
-            done[job.name] = _report_row(job, {**marker, "status": STATUS_SKIPPED})
+            done[job.name] = report_row(job, {**marker, "status": STATUS_SKIPPED})
         else:
             pending.append(job)
     results: dict[str, dict[str, Any]] = {}
@@ -395,7 +342,7 @@ def run_infer(jobs: list[Job], out: str, settings: InferSettings, *, address: st
                 job, result = Job.from_json(row["job"]), json.loads(row["result"])
                 if result["status"] == STATUS_OK:
                     result = _finish(out, job, settings, result)
-                results[job.name] = _report_row(job, result)
+                results[job.name] = report_row(job, result)
                 failed = sum(r["status"] == STATUS_FAILED for r in results.values())
                 progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
     rows = [done.get(job.name) or results[job.name] for job in jobs]
@@ -441,57 +388,3 @@ def _finish(out: str, job: Job, settings: InferSettings, result: dict[str, Any])
                   fingerprint=settings.fingerprint(job), models=settings.models, job=json.loads(job.to_json()))
     write_local_atomic(marker_path(out, job), json.dumps(result, indent=1, sort_keys=True).encode())
     return result
-
-
-def _report_row(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    ok = result["status"] != STATUS_FAILED
-    steps = result.get("step_seconds", {})
-    return {
-        "job_id": job.job_id, "name": job.name, "kind": job.kind, "status": result["status"],
-        "error": result.get("error") or "",
-        "frames": int(result["frames"]) if ok else 0,
-        "fps": FPS if ok else 0.0,
-        "seconds": float(result.get("seconds") or sum(steps.values())),
-        "frames_per_s": float(result.get("frames_per_s") or 0.0),
-        "prepare_s": float(steps.get("prepare", 0.0)),
-        "motion_s": float(result.get("motion_s", 0.0)),
-        "video_s": float(result.get("video_s", 0.0)),
-        "encode_s": float(result.get("encode_s", 0.0)),
-        "load_s": float(result.get("load_s", 0.0)),
-        "output": result.get("output", "") if ok else "",
-    }
-
-
-def write_report(out: str, rows: list[dict[str, Any]]) -> str:
-    """``<out>/jobs_report.parquet``, one row per job in table order, atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path = Path(out) / REPORT_NAME
-    table = pa.Table.from_pylist(rows)
-    with local_atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return str(path)
-
-
-def throughput_table(result: InferResult):  # -> rich.table.Table
-    """Per job: status, frames, seconds per step and frames/s (model loading not counted)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(title=f"aniportrait-data infer ({result.models}); seconds per step", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
-    table.add_column("job", overflow="fold", min_width=16)
-    for column in ("status", "frames", "prep", "motion", "video", "encode", "frames/s"):
-        table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True,
-                         min_width=len(column))
-    for row in result.rows:
-        table.add_row(row["job_id"], row["status"], str(row["frames"]),
-                      *(f"{row[key]:.1f}" for key in ("prepare_s", "motion_s", "video_s", "encode_s")),
-                      f"{row['frames_per_s']:.2f}")
-    made = [row for row in result.rows if row["status"] == STATUS_OK]
-    frames = sum(row["frames"] for row in made)
-    if made and result.wall_s:
-        table.caption = (f"{len(made)} video(s) made, {frames} frames in {result.wall_s:.1f} s wall "
-                         f"(Ray and model start-up included): {frames / result.wall_s:.2f} frames/s")
-    return table

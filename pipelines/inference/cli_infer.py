@@ -41,8 +41,9 @@ def infer(
 ) -> None:
     """Animate portraits from audio (or reenact them from a video): one mp4 per job, with its audio."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", force=True)
-    from pipelines.inference.batch import TINY_WARNING, InferSettings, InferSetupError, run_infer, throughput_table
+    from pipelines.inference.batch import TINY_WARNING, InferSettings, InferSetupError, run_infer
     from pipelines.inference.jobs import JobTableError, read_jobs
+    from pipelines.inference.report import throughput_table
 
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     try:
