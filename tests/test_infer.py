@@ -19,9 +19,10 @@ from aniportrait.audio import SAMPLE_RATE, load_audio
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings
 from aniportrait.media.probe import count_video_frames, probe
+from pipelines.inference.batch import InferSettings
+from pipelines.inference.jobs import Job, JobTableError, read_jobs
 from pipelines.inference.outputs import output_path, write_video
 from pipelines.inference.report import REPORT_NAME
-from pipelines.inference.jobs import Job, JobTableError, read_jobs
 from pipelines.inference.reenact import reenact, resampled_length, tile_mirrored
 
 EXIT_PARTIAL = 3
@@ -99,6 +100,22 @@ def test_job_table_reports_every_bad_row(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- reenactment
+
+
+def test_retrained_weights_at_the_same_path_redo_the_jobs(tmp_path: Path) -> None:
+    (tmp_path / "lmk2video").mkdir()
+    for name in ("audio2mesh.pt", "audio2pose.pt", "lmk2video/denoising_unet.pth"):
+        (tmp_path / name).write_bytes(b"weights")
+
+    def fingerprint() -> str:
+        settings = InferSettings(mesh_ckpt=str(tmp_path / "audio2mesh.pt"), pose_ckpt=str(tmp_path / "audio2pose.pt"),
+                                 lmk2video_weights=str(tmp_path / "lmk2video"))
+        return settings.fingerprint(Job(job_id="a", name="a", portrait="p.png", audio="a.wav"))
+
+    before = fingerprint()
+    assert fingerprint() == before
+    (tmp_path / "lmk2video" / "denoising_unet.pth").write_bytes(b"retrained weights")
+    assert fingerprint() != before
 
 
 def test_tile_mirrored_plays_forth_and_back() -> None:

@@ -95,9 +95,21 @@ class InferSettings:
             return "tiny-random"
         return f"mesh={self.mesh_ckpt} pose={self.pose_ckpt} lmk2video={self.lmk2video_weights}"
 
+    @cached_property
+    def weights_state(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime) of every weight file: retrained weights at the same path redo the jobs."""
+        files: list[Path] = []
+        for value in (self.mesh_ckpt, self.pose_ckpt, self.wav2vec2, self.lmk2video_weights, self.face_model):
+            path = Path(value) if value else None
+            if path is not None and path.is_dir():
+                files += sorted(p for p in path.rglob("*") if p.is_file())
+            elif path is not None and path.is_file():
+                files.append(path)
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
     def fingerprint(self, job: Job) -> str:
         """Hash of everything that shapes ``job``'s video (a done marker must match it)."""
-        facts = {**asdict(self), "job": asdict(job),
+        facts = {**asdict(self), "job": asdict(job), "weights": self.weights_state,
                  "steps": job.steps or self.steps, "seed": self.seed if job.seed is None else job.seed}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
