@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
 from models.pose_guider import PoseGuider
@@ -131,8 +130,3 @@ def train_scheduler(config: Lmk2VideoConfig):
 def inference_scheduler(config: Lmk2VideoConfig):
     """DDIM for sampling: as training but ``config.inference_beta_schedule`` (official: "linear")."""
     return _ddim(config, config.inference_beta_schedule)
-
-
-def trainable_motion_parameters(denoising_unet: nn.Module) -> list[torch.nn.Parameter]:
-    """Parameters of the motion modules only (stage 2 trains nothing else)."""
-    return [p for name, p in denoising_unet.named_parameters() if ".motion_modules." in name]

@@ -92,6 +92,16 @@ def load_motion_weights(source: str | Path) -> dict[str, torch.Tensor]:
     return motion_adapter_to_official(adapter.state_dict())
 
 
+def load_motion_state(denoising_unet: nn.Module, state: dict[str, torch.Tensor], what: str, *,
+                      assign: bool = False) -> None:
+    """Load exactly the motion-module tensors of ``denoising_unet`` (official names), leaving the rest as it is."""
+    own = {k for k in denoising_unet.state_dict() if ".motion_modules." in k}
+    if set(state) != own:
+        raise ValueError(f"{what}: {len(own - set(state))} motion-module keys missing, "
+                         f"{len(set(state) - own)} unexpected; check the file and the model config")
+    denoising_unet.load_state_dict(state, strict=False, assign=assign)
+
+
 def _from_pretrained(cls, source: str | Path, subfolder: str, what: str, dtype: torch.dtype):
     kwargs = {"subfolder": subfolder} if (Path(source) / subfolder).is_dir() else {}
     try:
@@ -152,9 +162,5 @@ def load_lmk2video_weights(models, weights: dict[str, str | Path], *, assign: bo
         load_strict(models.denoising_unet, state, "denoising_unet" + (" + motion_module" if has_motion else ""),
                     assign=assign)
     elif has_motion:
-        motion = load_motion_weights(weights["motion_module"])
-        own = {k for k in models.denoising_unet.state_dict() if ".motion_modules." in k}
-        if set(motion) != own:
-            raise ValueError(f"motion_module: {len(own - set(motion))} keys missing, "
-                             f"{len(set(motion) - own)} unexpected; check the file and the model config")
-        models.denoising_unet.load_state_dict(motion, strict=False, assign=assign)
+        load_motion_state(models.denoising_unet, load_motion_weights(weights["motion_module"]), "motion_module",
+                          assign=assign)

@@ -57,12 +57,23 @@ class _Reader:
             return self.base(attn, hidden_states, None, attention_mask, temb)
         rows = hidden_states.shape[0]
         reference = reference.to(hidden_states.dtype).repeat_interleave(rows // reference.shape[0], 0)
-        joined = self.base(attn, hidden_states, torch.cat([hidden_states, reference], dim=1), attention_mask, temb)
         if mask is None or bool(mask.all()):
-            return joined
-        plain = self.base(attn, hidden_states, None, attention_mask, temb)
+            return self._joined(attn, hidden_states, reference, attention_mask, temb)
+        # Each row attends on its own: the reading rows join the reference, the others run plain.
         use = mask.to(hidden_states.device).repeat_interleave(rows // mask.shape[0])
-        return torch.where(use[:, None, None], joined, plain)
+        out = torch.empty_like(hidden_states)
+        out[use] = self._joined(attn, hidden_states[use], reference[use], _rows(attention_mask, use), temb)
+        out[~use] = self.base(attn, hidden_states[~use], None, _rows(attention_mask, ~use), temb)
+        return out
+
+    def _joined(self, attn: Attention, hidden_states: torch.Tensor, reference: torch.Tensor,
+                attention_mask, temb) -> torch.Tensor:
+        return self.base(attn, hidden_states, torch.cat([hidden_states, reference], dim=1), attention_mask, temb)
+
+
+def _rows(attention_mask: torch.Tensor | None, use: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask of the selected rows (None stays None)."""
+    return None if attention_mask is None else attention_mask[use]
 
 
 def _self_attentions(unet: UNet2DConditionModel) -> dict[str, Attention]:

@@ -200,6 +200,52 @@ def test_stage1_overfits_a_batch_and_trains_the_stage1_modules(feature_shards: P
     assert not changed("reference_unet", "up_blocks.3.")  # frozen, as the official stage 1
 
 
+def test_stage1_loss_is_the_min_snr_weighted_velocity_mse(feature_shards: Path, tmp_path: Path) -> None:
+    """The stage-1 loss recomputed by hand from the same generator draws, in the trainer's draw order:
+    VAE samples (targets, references), drops, noise, noise offset, timesteps."""
+    from pipelines.training.lmk2video import clip_pixels, min_snr_weights, step_generator, to_unit_range
+
+    trainer, batch = _trainer_and_batch(_config(feature_shards, tmp_path, 1, uncond_ratio=0.5))
+    m, scheduler, c = trainer.models, trainer.scheduler, trainer.config
+    gamma, offset, scaling = 5.0, 0.05, trainer.model_config.vae_scaling
+    assert (c.snr_gamma, c.noise_offset, scheduler.config.prediction_type) == (gamma, offset, "v_prediction")
+
+    # min-SNR weights on the real train scheduler; zero terminal SNR: t=999 has snr 0, weight 1
+    alphas = scheduler.alphas_cumprod.double()
+    t = torch.tensor([0, 10, 200, 500, 900, 999])
+    snr = alphas[t] / (1 - alphas[t])
+    expected = torch.minimum(snr + 1, torch.full_like(snr, gamma)) / (snr + 1)
+    weights = min_snr_weights(scheduler, t, gamma)
+    assert torch.allclose(weights.double(), expected, rtol=1e-5) and float(weights[-1]) == 1.0
+    assert float(weights[0]) < 0.01 < float(weights[3])
+
+    generator = step_generator(7, 0, 0, torch.device("cpu"))
+    with torch.no_grad():
+        loss = float(trainer.loss(batch, generator))
+        m.reference_attention.clear()
+        g = step_generator(7, 0, 0, torch.device("cpu"))
+        target_px, reference_px = to_unit_range(batch["target"]), to_unit_range(batch["reference"])
+        x0 = m.vae.encode(target_px).latent_dist.sample(generator=g)[:, :, None] * scaling  # (B,4,1,h,w)
+        reference = m.vae.encode(reference_px).latent_dist.sample(generator=g) * scaling
+        keep = torch.rand(2, generator=g) >= 0.5
+        assert keep.any() and not keep.all()  # one sample drops the condition: the masked reference attention
+        context = m.image_encoder(clip_pixels(reference_px, m.image_encoder.config.image_size)).image_embeds[:, None]
+        noise = torch.randn(x0.shape, generator=g) + offset * torch.randn((2, 4, 1, 1, 1), generator=g)
+        timesteps = torch.randint(0, 1000, (2,), generator=g)
+        a = alphas[timesteps].float().view(2, 1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        velocity = a.sqrt() * noise - (1 - a).sqrt() * x0
+        prediction = trainer.net(noisy, timesteps, reference, context * keep[:, None, None],
+                                 to_unit_range(batch["pose"]), keep)
+        m.reference_attention.clear()
+    snr = alphas[timesteps] / (1 - alphas[timesteps])
+    w = (torch.minimum(snr + 1, torch.full_like(snr, gamma)) / (snr + 1)).float()
+    by_hand = float((((prediction - velocity) ** 2).mean(dim=(1, 2, 3, 4)) * w).mean())
+    assert loss == pytest.approx(by_hand, rel=1e-5, abs=1e-7)
+    # the hand-written velocity is diffusers' v-prediction target
+    assert torch.allclose(scheduler.get_velocity(x0, noise, timesteps), velocity, atol=1e-5)
+
+
 def test_stage1_run_writes_official_files_and_resumes_exactly(feature_shards: Path, stage1_run: Path,
                                                               tmp_path: Path) -> None:
     from models.lmk2video import Lmk2VideoConfig, build_models
