@@ -49,3 +49,17 @@ def relative_poses(mats: np.ndarray) -> np.ndarray:
     """Pose matrices (L, 4, 4) relative to the first frame: ``inv(T0) @ Ti``."""
     mats = np.asarray(mats, dtype=np.float64)
     return np.linalg.inv(mats[0]) @ mats
+
+
+def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``values`` (N, ...) with the rows where ``valid`` is False linearly interpolated in time
+    from the valid rows (the ends hold the nearest valid row)."""
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        raise ValueError("no valid frame to interpolate from")
+    if valid.all():
+        return np.asarray(values, np.float64)
+    flat = np.asarray(values, np.float64).reshape(len(values), -1)
+    index, known = np.arange(len(values)), np.flatnonzero(valid)
+    out = np.stack([np.interp(index, known, flat[known, k]) for k in range(flat.shape[1])], axis=1)
+    return out.reshape(np.shape(values))

@@ -19,7 +19,7 @@ from aniportrait.geometry import (
     perspective_matrix,
     project_points,
 )
-from aniportrait.pose import matrix_to_pose6d, pose6d_to_matrix, relative_poses, smooth_pose
+from aniportrait.pose import fill_gaps, matrix_to_pose6d, pose6d_to_matrix, relative_poses, smooth_pose
 from aniportrait.render import canvas_pixels, draw_pose_image
 
 
@@ -118,6 +118,19 @@ def test_smooth_pose_matches_official(golden: dict[str, np.ndarray], window: int
 def test_smooth_constant_sequence_is_identity(window: int) -> None:
     seq = np.tile([1.5, -2.0, 0.25, 3.0, -0.5, 30.0], (20, 1))
     np.testing.assert_allclose(smooth_pose(seq, window), seq, rtol=1e-15)
+
+
+def test_fill_gaps_interpolates_linearly_and_holds_the_ends() -> None:
+    pose = np.zeros((7, 6))
+    pose[1], pose[4] = np.arange(6), np.arange(6) + 3.0
+    valid = np.array([False, True, False, False, True, False, False])
+    filled = fill_gaps(pose, valid)
+    np.testing.assert_allclose(filled[2], np.arange(6) + 1.0)
+    np.testing.assert_allclose(filled[3], np.arange(6) + 2.0)
+    np.testing.assert_array_equal(filled[[0, 1]], [np.arange(6)] * 2)
+    np.testing.assert_array_equal(filled[4:], [np.arange(6) + 3.0] * 3)
+    with pytest.raises(ValueError, match="no valid frame"):
+        fill_gaps(pose, np.zeros(7, bool))
 
 
 def test_relative_poses_start_at_identity() -> None:

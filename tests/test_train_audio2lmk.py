@@ -73,6 +73,32 @@ def test_windows_targets(samples: dict[str, dict]) -> None:
     assert len(LIP_VERTICES) == 40 and {61, 291, 0, 17, 13, 14} <= set(LIP_VERTICES)
 
 
+def test_windows_fill_pose_gaps_for_teacher_forcing(samples: dict[str, dict]) -> None:
+    clip = dict(samples["Radio10_0"])
+    has_face = np.load(io.BytesIO(clip["has_face.npy"])).astype(bool)
+    assert has_face[:20].all()
+    has_face[5:8] = False  # a 3-frame gap
+    clip["has_face.npy"] = npy(has_face)
+    window = Audio2LmkWindows(window=20)(clip)[0]
+    mats = np.load(io.BytesIO(clip["trans_mat.npy"])).astype(np.float64)
+    before, after = matrix_to_pose6d(relative_poses(mats[[0, 4, 8]]))[1:]
+    np.testing.assert_array_equal(window["mask"][4:9], [1, 0, 0, 0, 1])
+    for k, frame in enumerate(range(5, 8), start=1):  # linear between frames 4 and 8, not a zero pose
+        np.testing.assert_allclose(window["pose"][frame], before + (after - before) * k / 4, atol=1e-4)
+
+
+def test_num_ids_override_reaches_the_data(samples: dict[str, dict], feature_shards: Path, tmp_path: Path) -> None:
+    for clip in samples.values():
+        source = json.loads(clip["json"])["record"]["source_id"]
+        assert {w["id_index"] for w in Audio2LmkWindows(window=30, num_ids=7)(clip)} == {identity_index(source, 7)}
+    assert max(identity_index("LylTalking"), identity_index("Radio10")) >= 3  # out of range for 3 rows
+    cfg = config("audio2pose", [str(feature_shards)], tmp_path, steps=2, window=10, checkpoint_every=2,
+                 eval_shards=[str(feature_shards)], eval_windows=4, model_overrides={"num_ids": 3})
+    result = train(cfg)
+    assert result.step == 2 and "l1" in result.eval
+    assert load_checkpoint(result.checkpoint)["model"]["id_embed.weight"].shape[0] == 3
+
+
 @pytest.mark.parametrize("kind, steps", [("audio2mesh", 80), ("audio2pose", 60)])
 def test_tiny_model_overfits_a_few_windows(kind: str, steps: int, short_shard: str, tmp_path: Path) -> None:
     cfg = config(kind, [short_shard], tmp_path, steps=steps, window=8, batch_size=3, lr=1e-2 if kind == "audio2mesh"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                           prune_checkpoints, save_checkpoint)
+                                           local_or_hub, prune_checkpoints, save_checkpoint)
 from pipelines.training.distributed import gather_objects, rank_and_world, run_training
 from pipelines.training.stream import ShardStream, StreamPosition, batches, expand_shards
 
@@ -57,6 +57,23 @@ def test_expand_shards(feature_shards: Path, shards: list[str], tmp_path: Path) 
     assert expand_shards(["s3://bucket/x-{0..1}.tar"]) == ["s3://bucket/x-0.tar", "s3://bucket/x-1.tar"]
     with pytest.raises(ValueError, match="no shards"):
         expand_shards(str(tmp_path / "none-*.tar"))
+
+
+def test_relative_paths_survive_a_change_of_folder(feature_shards: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray Train runs each worker in a trial folder of its own.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.tar").symlink_to(feature_shards / "sample-train-000000.tar")
+    (tmp_path / "vae").mkdir()
+    monkeypatch.chdir(tmp_path)
+    specs = ["data", "data/*.tar", "data/{a,a}.tar", "./data/a.tar::s3://bucket/x.tar"]
+    expanded = [expand_shards(spec) for spec in specs]
+    weights = [local_or_hub(v) for v in ("vae", "org/hub-model", None)]
+    monkeypatch.chdir(feature_shards)
+    local = str(tmp_path / "data" / "a.tar")
+    assert expanded == [[local], [local], [local, local], [local, "s3://bucket/x.tar"]]
+    assert all(Path(p).exists() for p in expanded[0] + expanded[1])
+    assert weights == [str((tmp_path / "vae").resolve()), "org/hub-model", None]
 
 
 def test_same_seed_same_order_and_epochs_differ(shards: list[str], all_windows: set) -> None:
@@ -115,6 +132,19 @@ def test_checkpoints_atomic_latest_and_prune(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for step in (10, 20):
+        save_checkpoint(checkpoint_path(tmp_path, step), {"step": step})
+    newest = checkpoint_path(tmp_path, 20)
+    newest.write_bytes(newest.read_bytes()[:10])  # cut short, as a crash before the data reached the disk
+    with caplog.at_level("WARNING"):
+        found = latest_checkpoint(tmp_path)
+    assert found == checkpoint_path(tmp_path, 10) and load_checkpoint(found)["step"] == 10
+    assert newest.name in caplog.text
+    checkpoint_path(tmp_path, 10).write_bytes(b"")
+    assert latest_checkpoint(tmp_path) is None
 
 
 def record_rank(config: dict) -> None:

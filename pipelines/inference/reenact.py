@@ -27,7 +27,7 @@ import numpy as np
 from aniportrait.face import FaceArrays, face_arrays
 from aniportrait.geometry import project_points
 from aniportrait.landmarks import FaceLandmarkerRunner
-from aniportrait.pose import matrix_to_pose6d, relative_poses, smooth_pose
+from aniportrait.pose import fill_gaps, matrix_to_pose6d, relative_poses, smooth_pose
 from pipelines.inference.audio2lmk import Motion, PortraitFace
 
 #: Smoothing windows of the official code: face reenactment, reference head pose.
@@ -55,20 +55,6 @@ def resample(values: np.ndarray, src_fps: float, fps: float) -> np.ndarray:
     flat = values.reshape(len(values), -1)
     out = np.stack([np.interp(new, old, flat[:, k]) for k in range(flat.shape[1])], axis=1)
     return out.reshape((count,) + values.shape[1:])
-
-
-def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``values`` (N, ...) with the rows where ``valid`` is False linearly interpolated in time
-    from the valid rows (the ends hold the nearest valid row)."""
-    valid = np.asarray(valid, bool)
-    if not valid.any():
-        raise ValueError("no valid frame to interpolate from")
-    if valid.all():
-        return np.asarray(values, np.float64)
-    flat = np.asarray(values, np.float64).reshape(len(values), -1)
-    index, known = np.arange(len(values)), np.flatnonzero(valid)
-    out = np.stack([np.interp(index, known, flat[known, k]) for k in range(flat.shape[1])], axis=1)
-    return out.reshape(np.shape(values))
 
 
 def relative_pose6d(trans_mat: np.ndarray, has_face: np.ndarray) -> np.ndarray:

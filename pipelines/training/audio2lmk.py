@@ -42,7 +42,7 @@ from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, l
 from pipelines.training.distributed import (gather_objects, mean_across_ranks, rank_and_world, run_training,
                                             select_device, unwrap, wrap_ddp)
 from pipelines.training.stream import ShardStream, StreamPosition, expand_shards
-from pipelines.training.windows import LIP_VERTICES, MEMBERS, Audio2LmkWindows
+from pipelines.training.windows import LIP_VERTICES, MEMBERS, NUM_IDS, Audio2LmkWindows
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,14 @@ def feature_dim(shards: list[str]) -> int:
     raise ValueError(f"{shards[0]} holds no sample")
 
 
-def training_stream(cfg: Audio2LmkTrainConfig, rank: int, world: int, position: StreamPosition) -> ShardStream:
-    return ShardStream(cfg.shards, Audio2LmkWindows(cfg.window, cfg.stride), seed=cfg.seed,
+def windows_decoder(cfg: Audio2LmkTrainConfig, mcfg) -> Audio2LmkWindows:
+    """The windows of ``cfg``, with identities hashed into the model's ``num_ids`` rows (pose)."""
+    return Audio2LmkWindows(cfg.window, cfg.stride, num_ids=getattr(mcfg, "num_ids", NUM_IDS))
+
+
+def training_stream(cfg: Audio2LmkTrainConfig, decoder: Audio2LmkWindows, rank: int, world: int,
+                    position: StreamPosition) -> ShardStream:
+    return ShardStream(cfg.shards, decoder, seed=cfg.seed,
                        shuffle_buffer=cfg.shuffle_buffer, rank=rank, world_size=world, position=position,
                        num_workers=cfg.loader_workers, members=MEMBERS, batch_size=cfg.batch_size)
 
@@ -198,7 +204,7 @@ def training_stream(cfg: Audio2LmkTrainConfig, rank: int, world: int, position: 
 
 @torch.no_grad()
 def evaluate(kind: str, model: nn.Module, shards: list[str], cfg: Audio2LmkTrainConfig,
-             device: torch.device) -> dict[str, float]:
+             decoder: Audio2LmkWindows, device: torch.device) -> dict[str, float]:
     """Metrics over the first ``eval_windows`` windows of ``shards`` (unshuffled, in order).
 
     audio2mesh: ``l1``, ``mean_vertex_error`` (mean L2 distance per vertex, canonical mesh
@@ -207,8 +213,7 @@ def evaluate(kind: str, model: nn.Module, shards: list[str], cfg: Audio2LmkTrain
     forcing) and, free-running (``generate`` from a zero pose), ``rotation_error_deg``
     (geodesic angle) and ``translation_error`` (L2, cm). Face frames only.
     """
-    stream = ShardStream(shards, Audio2LmkWindows(cfg.window, cfg.stride), seed=0, shuffle_buffer=1, epochs=1,
-                         members=MEMBERS)
+    stream = ShardStream(shards, decoder, seed=0, shuffle_buffer=1, epochs=1, members=MEMBERS)
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -309,7 +314,8 @@ def train_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             log.info("resuming from %s (step %d)", found, step)
     head = wrap_ddp(TeacherForcedHead(cfg.kind, model), device)
-    stream = training_stream(cfg, rank, world, position)
+    decoder = windows_decoder(cfg, mcfg)
+    stream = training_stream(cfg, decoder, rank, world, position)
     lead = rank == 0
     if lead:
         out.mkdir(parents=True, exist_ok=True)
@@ -359,7 +365,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     "config": {"model": mcfg.to_dict(), "train": cfg.to_dict()}})
                 prune_checkpoints(out, cfg.keep_checkpoints)
                 if eval_csv is not None:
-                    metrics = evaluate(cfg.kind, model, cfg.eval_shards, cfg, device)
+                    metrics = evaluate(cfg.kind, model, cfg.eval_shards, cfg, decoder, device)
                     eval_csv.write({"step": step, **{k: f"{v:.6g}" for k, v in metrics.items()}})
                     if board is not None:
                         for name, value in metrics.items():

@@ -1,19 +1,25 @@
 """Trainer checkpoints: one ``torch.save`` file per saved step, written atomically.
 
-Layout: ``<out>/checkpoints/step-00000100.pt``. A file appears only once complete
-(temporary name, then ``os.replace``), so the newest file is always loadable and is what
-``--resume`` picks. Files hold plain types and tensors only (model and optimizer state
-dicts, step, stream positions, rng states, configs as dicts) and load with
-``torch.load(weights_only=True)``.
+Layout: ``<out>/checkpoints/step-00000100.pt``. A file appears only once complete and on
+disk (written to a temporary name, flushed and ``fsync``-ed, ``os.replace``-d, then the
+folder ``fsync``-ed), and ``--resume`` picks the newest one that is a complete archive,
+skipping (with a warning) one a crash or a full disk left damaged. Files hold plain types
+and tensors only (model and optimizer state dicts, step, stream positions, rng states,
+configs as dicts) and load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from aniportrait.storage import local_atomic_path
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
@@ -25,14 +31,28 @@ def checkpoint_path(out_dir: str | Path, step: int) -> Path:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` with ``torch.save`` to ``path`` atomically (its folder is created)."""
+    """Write ``state`` with ``torch.save`` to ``path`` atomically and durably (its folder is
+    created): the file is on disk before it takes its name, and the name before this returns."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with local_atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with local_atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     return path
+
+
+def local_or_hub(value: str | None) -> str | None:
+    """A weights option made independent of the working folder: an existing local path
+    becomes absolute, anything else (a hub id, ``None``) is returned as it is."""
+    return str(Path(value).resolve()) if value and Path(value).exists() else value
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
@@ -57,9 +77,18 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The checkpoint of the highest step under ``out_dir``, or ``None``."""
-    found = list_checkpoints(out_dir)
-    return found[-1] if found else None
+    """The checkpoint of the highest step under ``out_dir`` that is a complete archive, or
+    ``None``; a newer damaged one (cut short by a crash) is skipped with a warning."""
+    for path in reversed(list_checkpoints(out_dir)):
+        try:
+            with zipfile.ZipFile(path) as archive:  # reads the central directory, written last
+                if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                    raise zipfile.BadZipFile("no data.pkl in it")
+        except (OSError, zipfile.BadZipFile) as exc:
+            log.warning("checkpoint %s is damaged (%s): skipping it for an older one", path, exc)
+            continue
+        return path
+    return None
 
 
 def prune_checkpoints(out_dir: str | Path, keep: int) -> list[Path]:

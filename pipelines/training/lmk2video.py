@@ -50,12 +50,13 @@ from torch import nn
 from aniportrait.storage import write_local_atomic
 from models.lmk2video import Lmk2VideoConfig, Lmk2VideoModels, add_motion_modules, build_models, train_scheduler
 from models.official_weights import (OFFICIAL_FILES, load_image_encoder, load_lmk2video_weights,
-                                     load_motion_weights, load_strict, load_vae)
+                                     load_motion_state, load_motion_weights, load_sd15_unets, load_strict,
+                                     load_vae)
 from models.pose_guider import batch_statistics
 from models.unets import denoise
 from pipelines.training.logs import CsvLog
 from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                           prune_checkpoints, save_checkpoint)
+                                           local_or_hub, prune_checkpoints, save_checkpoint)
 from pipelines.training.distributed import (gather_objects, mean_across_ranks, rank_and_world, run_training,
                                             select_device, wrap_ddp)
 from pipelines.training.frames import members_for
@@ -369,7 +370,7 @@ class Lmk2VideoTrainer:
         m = self.models
         modules = state["modules"]
         if self.config.stage == 2:
-            _load_motion(m.denoising_unet, modules["motion_module"], "checkpoint motion modules")
+            load_motion_state(m.denoising_unet, modules["motion_module"], "checkpoint motion modules")
         else:
             for name in ("pose_guider", "reference_unet", "denoising_unet"):
                 load_strict(getattr(m, name), modules[name], f"checkpoint {name}")
@@ -377,25 +378,6 @@ class Lmk2VideoTrainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step_index = int(state["step"])
-
-
-def _load_motion(denoising_unet: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    own = set(motion_state(denoising_unet))
-    if set(state) != own:
-        raise ValueError(f"{what}: {len(own - set(state))} motion-module keys missing, "
-                         f"{len(set(state) - own)} unexpected; check the file and the model config")
-    denoising_unet.load_state_dict(state, strict=False)
-
-
-def _unet_weights(source: str) -> dict[str, torch.Tensor]:
-    from diffusers import UNet2DConditionModel
-
-    kwargs = {"subfolder": "unet"} if (Path(source) / "unet").is_dir() else {}
-    try:
-        return UNet2DConditionModel.from_pretrained(source, **kwargs).state_dict()
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot load the SD1.5 UNet from {source!r}: give the SD1.5 folder or its unet/ "
-                                f"folder ({exc})") from exc
 
 
 def build_stage_models(config: Lmk2VideoTrainConfig) -> Lmk2VideoModels:
@@ -412,10 +394,7 @@ def build_stage_models(config: Lmk2VideoTrainConfig) -> Lmk2VideoModels:
     image_encoder = load_image_encoder(config.image_encoder) if config.image_encoder else None
     models = build_models(mcfg, vae=vae, image_encoder=image_encoder)
     if config.base_unet:
-        state = _unet_weights(config.base_unet)
-        load_strict(models.denoising_unet, state, "SD1.5 UNet -> denoising UNet")
-        load_strict(models.reference_unet, {k: v for k, v in state.items() if not k.startswith(("conv_norm_out.", "conv_out."))},
-                    "SD1.5 UNet -> ReferenceNet")
+        load_sd15_unets(models, config.base_unet)
     if config.init:
         folder = Path(config.init)
         names = ("pose_guider", "reference_unet", "denoising_unet")
@@ -427,7 +406,7 @@ def build_stage_models(config: Lmk2VideoTrainConfig) -> Lmk2VideoModels:
     if config.stage == 2:
         add_motion_modules(models.denoising_unet, mcfg)
         if config.motion_module:
-            _load_motion(models.denoising_unet, load_motion_weights(config.motion_module), "motion_module")
+            load_motion_state(models.denoising_unet, load_motion_weights(config.motion_module), "motion_module")
     return models
 
 
@@ -554,7 +533,9 @@ def train_loop(config_dict: dict[str, Any]) -> None:
 def train(config: Lmk2VideoTrainConfig, *, ray_address: str | None = None) -> Path:
     """Run ``config`` (here, or on ``config.workers`` Ray Train workers); returns the newest checkpoint."""
     out = Path(config.out).resolve()
-    config = dataclasses.replace(config, shards=expand_shards(config.shards), out=str(out))
+    weights = {name: local_or_hub(getattr(config, name))
+               for name in ("vae", "image_encoder", "base_unet", "init", "motion_module")}
+    config = dataclasses.replace(config, shards=expand_shards(config.shards), out=str(out), **weights)
     if not config.resume and list_checkpoints(out):
         raise ValueError(f"{out} already holds checkpoints: pass --resume to continue, or another --out")
     run_training(train_loop, config.to_dict(), config.workers, config.use_gpu, storage_path=out / "ray",

@@ -82,6 +82,9 @@ def expand_shards(spec: str | Path | list[str] | list[Path]) -> list[str]:
     - another local folder: the ``*.tar`` files in it, sorted;
     - a local glob pattern (``*``, ``?``, ``[``): the matching files, sorted;
     - anything else: a shard path or URI, kept as it is.
+
+    Local paths come out absolute (Ray Train runs each worker in its own folder, where a
+    relative path would not resolve); URIs and ``pipe:`` commands are left untouched.
     """
     entries = [str(s) for s in spec] if isinstance(spec, list) else str(spec).split("::")
     shards: list[str] = []
@@ -100,7 +103,7 @@ def _expand_one(item: str) -> list[str]:
             return [folder.location(entry["name"]) for entry in read_release(folder)["shards"]]
     if "://" in item or item.startswith("pipe:"):
         return [item]
-    path = Path(item).expanduser()
+    path = Path(item).expanduser().absolute()
     if path.is_dir():
         return [str(p) for p in sorted(path.glob("*.tar"))]
     if any(c in item for c in "*?["):

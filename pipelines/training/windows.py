@@ -10,9 +10,11 @@ the two targets, with a per-frame mask of the frames that have a face.
   expression alone, as the model adds it to a portrait's own ``lmks3d`` at inference.
 - **Pose** (Audio2Pose): 6D poses relative to the window's first frame
   (``inv(T0) @ Ti`` -> ``[rx, ry, rz, tx, ty, tz]``, :mod:`aniportrait.pose`), matching
-  inference, which generates each 150-frame chunk from a zero pose.
+  inference, which generates each 150-frame chunk from a zero pose. Frames without a
+  face get a pose interpolated from the window's face frames (:func:`~aniportrait.pose.fill_gaps`),
+  as they are the teacher-forcing input of the next frame.
 - **Identity** (Audio2Pose): a stable hash (sha1) of the clip's ``source_id`` (the
-  speaker's video) modulo the model's identity count (100).
+  speaker's video) modulo the model's identity count (``num_ids``, 100 by default).
 
 Windows start every ``stride`` frames (default: ``window``, no overlap). A last window
 shorter than ``window`` is kept when it holds at least ``window // 2`` frames, padded
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from aniportrait.pose import matrix_to_pose6d
+from aniportrait.pose import fill_gaps, matrix_to_pose6d
 from aniportrait.render import POSE_IMAGE_PARTS
 
 #: Tar members a window needs.
@@ -111,13 +113,15 @@ class Audio2LmkWindows:
             mask = has_face[start:end]
             if not mask[0] or mask.mean() < self.min_face:
                 continue
-            # Frames without a face get the reference pose (masked out of the loss anyway).
-            window_mats = np.where(mask[:, None, None], mats[start:end], mats[start])
-            pose = matrix_to_pose6d(np.linalg.inv(mats[start]) @ window_mats)
+            # Frames without a face are masked out of the loss, but their pose is still the
+            # teacher-forcing input of the next frame: interpolate it from the face frames.
+            pose = np.zeros((end - start, 6))
+            pose[mask] = matrix_to_pose6d(np.linalg.inv(mats[start]) @ mats[start:end][mask])
+            pose = fill_gaps(pose, mask)
             windows.append({
                 "features": _pad(features[start:end], self.window),
                 "mesh_offset": _pad(offsets[start:end] * mask[:, None, None], self.window),
-                "pose": _pad((pose * mask[:, None]).astype(np.float32), self.window),
+                "pose": _pad(pose.astype(np.float32), self.window),
                 "mask": _pad(mask.astype(np.float32), self.window),
                 "id_index": identity,
                 "clip": sample["__key__"],
