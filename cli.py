@@ -10,7 +10,6 @@ manifest disagrees with it (each problem is printed with the shard's name); 2 no
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -77,14 +76,15 @@ def build(
     """Build WebDataset shards, manifest.parquet and release.json for a dataset."""
     _setup_logging(verbose)
     from aniportrait.media.cut import CutSettings
+    from aniportrait.media.probe import missing_ffmpeg
     from aniportrait.storage import OutputError
     from pipelines.build import SetupError, run_build
     from pipelines.config import BuildConfig
     from pipelines.curation import load_curation
 
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    missing = missing_ffmpeg()
     if missing:
-        raise _fail_setup(f"{' and '.join(missing)} not found on PATH; install ffmpeg (apt-get install ffmpeg)")
+        raise _fail_setup(missing)
     if dataset == "sample" and mirror is None:
         from datasets_spec import sample
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,6 +36,14 @@ class MediaInfo:
 #: ffmpeg 5 exits 0 when it cannot finish writing an output (a full disk); these lines of
 #: its error log say so.
 OUTPUT_WRITE_ERRORS = ("Error writing trailer", "Error closing file")
+
+
+def missing_ffmpeg() -> str | None:
+    """Why ffmpeg cannot run here (ffmpeg or ffprobe not on PATH), or None when both are there."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if not missing:
+        return None
+    return f"{' and '.join(missing)} not found on PATH; install ffmpeg (apt-get install ffmpeg)"
 
 
 def check_tool(tool: str, what: str, returncode: int, stderr: bytes) -> None:

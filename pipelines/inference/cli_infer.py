@@ -9,7 +9,6 @@ load, ffmpeg missing): nothing was made. torch loads only inside the workers.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -41,14 +40,15 @@ def infer(
 ) -> None:
     """Animate portraits from audio (or reenact them from a video): one mp4 per job, with its audio."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s", force=True)
+    from aniportrait.media.probe import missing_ffmpeg
     from pipelines.inference.batch import TINY_WARNING, InferSettings, InferSetupError, run_infer
     from pipelines.inference.jobs import JobTableError, read_jobs
     from pipelines.inference.report import throughput_table
 
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     try:
+        missing = missing_ffmpeg()
         if missing:
-            raise InferSetupError(f"{' and '.join(missing)} not found on PATH; install ffmpeg (apt-get install ffmpeg)")
+            raise InferSetupError(missing)
         table = read_jobs(jobs)
         settings = InferSettings(
             size=size, steps=steps, guidance=guidance, seed=seed, tiny_random=tiny_random,

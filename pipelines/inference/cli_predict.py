@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -65,13 +64,14 @@ def _predict(audio: Path, portrait: Path, out: Path, mesh_ckpt: Path | None, pos
 
     from aniportrait.audio import frame_count, load_audio
     from aniportrait.media.encode import encode_rgb_lossless
+    from aniportrait.media.probe import missing_ffmpeg
     from aniportrait.storage import local_atomic_path, write_local_atomic
     from pipelines.inference.audio2lmk import Audio2Lmk, iter_pose_images, portrait_face
     from pipelines.inference.batch import read_portrait
 
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    missing = missing_ffmpeg()
     if missing:
-        raise RuntimeError(f"{' and '.join(missing)} not found on PATH; install ffmpeg (apt-get install ffmpeg)")
+        raise RuntimeError(missing)
     if not tiny_random and (mesh_ckpt is None or pose_ckpt is None):
         raise ValueError("pass --mesh-ckpt and --pose-ckpt (or --tiny-random for a test run)")
     for flag, path in (("--audio", audio), ("--pose-video", pose_video), ("--face-model", face_model)):
