@@ -63,3 +63,14 @@ def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     index, known = np.arange(len(values)), np.flatnonzero(valid)
     out = np.stack([np.interp(index, known, flat[known, k]) for k in range(flat.shape[1])], axis=1)
     return out.reshape(np.shape(values))
+
+
+def relative_pose6d(mats: np.ndarray, has_face: np.ndarray) -> np.ndarray:
+    """6D poses (N, 6) relative to the first frame with a face (``inv(T0) @ Ti``); the
+    frames without a face are interpolated from their neighbours (:func:`fill_gaps`)."""
+    has_face = np.asarray(has_face, bool)
+    if not has_face.any():
+        raise ValueError("no frame with a face")
+    pose = np.zeros((len(has_face), 6))
+    pose[has_face] = matrix_to_pose6d(relative_poses(np.asarray(mats, np.float64)[has_face]))
+    return fill_gaps(pose, has_face)

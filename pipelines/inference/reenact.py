@@ -27,7 +27,7 @@ import numpy as np
 from aniportrait.face import FaceArrays, face_arrays
 from aniportrait.geometry import project_points
 from aniportrait.landmarks import FaceLandmarkerRunner
-from aniportrait.pose import fill_gaps, matrix_to_pose6d, relative_poses, smooth_pose
+from aniportrait.pose import fill_gaps, relative_pose6d, smooth_pose
 from pipelines.inference.audio2lmk import Motion, PortraitFace
 
 #: Smoothing windows of the official code: face reenactment, reference head pose.
@@ -55,16 +55,6 @@ def resample(values: np.ndarray, src_fps: float, fps: float) -> np.ndarray:
     flat = values.reshape(len(values), -1)
     out = np.stack([np.interp(new, old, flat[:, k]) for k in range(flat.shape[1])], axis=1)
     return out.reshape((count,) + values.shape[1:])
-
-
-def relative_pose6d(trans_mat: np.ndarray, has_face: np.ndarray) -> np.ndarray:
-    """6D poses (N,6) relative to the first frame with a face (``inv(T0) @ Ti``), gaps filled."""
-    has_face = np.asarray(has_face, bool)
-    if not has_face.any():
-        raise ValueError("no face found in the source video")
-    pose = np.zeros((len(has_face), 6))
-    pose[has_face] = matrix_to_pose6d(relative_poses(np.asarray(trans_mat, np.float64)[has_face]))
-    return fill_gaps(pose, has_face)
 
 
 def retarget(source: FaceArrays, src_fps: float, portrait: PortraitFace, fps: float = 30.0) -> Motion:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from aniportrait.pose import fill_gaps, matrix_to_pose6d
+from aniportrait.pose import relative_pose6d
 from aniportrait.render import POSE_IMAGE_PARTS
 
 #: Tar members a window needs.
@@ -115,9 +115,7 @@ class Audio2LmkWindows:
                 continue
             # Frames without a face are masked out of the loss, but their pose is still the
             # teacher-forcing input of the next frame: interpolate it from the face frames.
-            pose = np.zeros((end - start, 6))
-            pose[mask] = matrix_to_pose6d(np.linalg.inv(mats[start]) @ mats[start:end][mask])
-            pose = fill_gaps(pose, mask)
+            pose = relative_pose6d(mats[start:end], mask)  # mask[0] holds: relative to the window's first frame
             windows.append({
                 "features": _pad(features[start:end], self.window),
                 "mesh_offset": _pad(offsets[start:end] * mask[:, None, None], self.window),
