@@ -109,6 +109,16 @@ class FaceLandmarkerRunner:
         )
         return vision.FaceLandmarker.create_from_options(options)
 
+    def detect(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """One still RGB image's ``(landmarks, blendshapes, matrix, found)`` (needs ``mode="image"``)."""
+        import mediapipe as mp
+
+        if self.settings.mode != "image":
+            raise ValueError("detect() runs on a still image: build the runner with mode='image'")
+        with self._create() as landmarker:
+            result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image_rgb)))
+        return result_arrays(result)
+
     def track(self, video: str | Path,
               on_frame: Callable[[np.ndarray, np.ndarray | None], None] | None = None) -> FaceTrack:
         """Landmarks, blendshapes and MediaPipe's matrix for every frame of ``video``.

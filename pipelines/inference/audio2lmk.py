@@ -60,26 +60,14 @@ def portrait_face(image_rgb: np.ndarray, face_model: str | None = None) -> Portr
 
     Raises ``ValueError("no face found in the portrait")`` when MediaPipe finds none.
     """
-    import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
-
     from aniportrait.face import DEFAULT_MODEL
-    from aniportrait.landmarks import result_arrays
+    from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings
 
     image = np.ascontiguousarray(image_rgb, np.uint8)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"the portrait must be an RGB image (H, W, 3), got shape {image.shape}")
-    model = Path(face_model or DEFAULT_MODEL)
-    if not model.is_file():
-        raise FileNotFoundError(f"MediaPipe face landmarker model not found at {model}")
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_buffer=model.read_bytes()),
-        running_mode=vision.RunningMode.IMAGE, num_faces=1, min_face_detection_confidence=0.5,
-        min_face_presence_confidence=0.5, min_tracking_confidence=0.5,
-        output_face_blendshapes=True, output_facial_transformation_matrixes=True)
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
-        result = landmarker.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
-    lmks, _, _, found = result_arrays(result)
+    runner = FaceLandmarkerRunner(LandmarkerSettings(str(face_model or DEFAULT_MODEL), mode="image"))
+    lmks, _, _, found = runner.detect(image)
     if not found:
         raise ValueError("no face found in the portrait")
     height, width = image.shape[:2]
