@@ -59,3 +59,16 @@ def check_detection_rate(track: FaceTrack, minimum: float) -> None:
     if found / total < minimum:
         raise FaceError(f"face found in {found} of {total} frames ({found / total:.0%}), "
                         f"below the required {minimum:.0%}")
+
+
+def neutral_frame(has_face: np.ndarray, blendshapes: np.ndarray | None) -> int:
+    """The most neutral face frame: the lowest blendshape sum (MediaPipe's ``_neutral`` score left out);
+    the first face frame when there are no blendshapes. Audio2Mesh targets and reenactment
+    measure expressions from it."""
+    faces = np.flatnonzero(has_face)
+    if len(faces) == 0:
+        raise ValueError("the clip has no frame with a face")
+    if blendshapes is None:
+        return int(faces[0])
+    scores = blendshapes[faces, 1:].sum(axis=1)  # column 0 is MediaPipe's "_neutral"
+    return int(faces[np.argmin(scores)])

@@ -12,10 +12,11 @@ import pytest
 import torch
 import webdataset as wds
 
+from aniportrait.face import neutral_frame
 from aniportrait.pose import matrix_to_pose6d, relative_poses
 from pipelines.training.audio2lmk import Audio2LmkTrainConfig, train
 from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint
-from pipelines.training.windows import LIP_VERTICES, MEMBERS, Audio2LmkWindows, identity_index, neutral_frame
+from pipelines.training.windows import LIP_VERTICES, MEMBERS, Audio2LmkWindows, identity_index
 
 SHORT_FRAMES = 24
 

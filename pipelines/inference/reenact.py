@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aniportrait.face import FaceArrays, face_arrays
+from aniportrait.face import FaceArrays, face_arrays, neutral_frame
 from aniportrait.geometry import project_points
 from aniportrait.landmarks import FaceLandmarkerRunner
 from aniportrait.pose import fill_gaps, relative_pose6d, smooth_pose
@@ -63,8 +63,7 @@ def retarget(source: FaceArrays, src_fps: float, portrait: PortraitFace, fps: fl
     if not has_face.any():
         raise ValueError("no face found in the source video")
     pose = smooth_pose(resample(relative_pose6d(source.trans_mat, has_face), src_fps, fps), REENACT_SMOOTH)
-    scores = np.where(has_face, np.nansum(source.blendshapes[:, 1:], axis=1), np.inf)
-    neutral = int(np.argmin(scores))
+    neutral = neutral_frame(has_face, source.blendshapes)
     expression = fill_gaps(source.lmks3d, has_face) - source.lmks3d[neutral].astype(np.float64)
     mesh = resample(expression, src_fps, fps) + np.asarray(portrait.lmks3d, np.float64)
     lmks2d = project_points(mesh, portrait.trans_mat, pose, portrait.width, portrait.height)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from aniportrait.face import neutral_frame
 from aniportrait.pose import relative_pose6d
 from aniportrait.render import POSE_IMAGE_PARTS
 
@@ -45,17 +46,6 @@ NUM_IDS = 100
 def identity_index(source_id: str, num_ids: int = NUM_IDS) -> int:
     """The identity embedding row of a speaker: sha1 of ``source_id`` modulo ``num_ids``."""
     return int.from_bytes(hashlib.sha1(source_id.encode()).digest()[:8], "big") % num_ids
-
-
-def neutral_frame(has_face: np.ndarray, blendshapes: np.ndarray | None) -> int:
-    """The clip's reference frame: the face frame with the lowest blendshape sum (see module doc)."""
-    faces = np.flatnonzero(has_face)
-    if len(faces) == 0:
-        raise ValueError("the clip has no frame with a face")
-    if blendshapes is None:
-        return int(faces[0])
-    scores = blendshapes[faces, 1:].sum(axis=1)  # column 0 is MediaPipe's "_neutral"
-    return int(faces[np.argmin(scores)])
 
 
 def _npy(sample: dict[str, Any], name: str) -> np.ndarray:
