@@ -1,9 +1,11 @@
 """Parsers for the official metadata of the source datasets.
 
-Each dataset module has the same small API: ``prepare(metadata=None, *, split="train")``
-returns the dataset's :class:`~aniportrait.schema.ClipRecord` list sorted by clip id and
-raises :class:`MetadataError` for metadata it cannot read. ``DATASETS`` maps a dataset
-name to its module.
+Each dataset module has the same small API: ``prepare(metadata=None, *, split="train",
+errors=None)`` returns the dataset's :class:`~aniportrait.schema.ClipRecord` list sorted
+by clip id and raises :class:`MetadataError` for metadata it cannot read as a whole. A
+malformed entry is appended to ``errors`` as a :class:`MetadataError` (one per clip, ids
+unique among records and errors) and parsing goes on; with ``errors=None`` it raises.
+``DATASETS`` maps a dataset name to its module.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ normalised box (top, bottom, left, right) grows by 0.02 on every side, clamped t
 [0, 1], is denormalised with ``round`` and shrunk to a centred square of side
 ``2 * (min(h, w) // 2)``. Records carry that as ``CropSpec(kind="normalized",
 expand=0.02, square=True)``; the clip stage applies it.
+
+A file that cannot be read as a whole raises :class:`MetadataError`; a malformed clip is
+an entry error (named by its key) reported through ``errors``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from urllib.parse import quote
 
 from aniportrait.ids import is_safe_id, safe_id
 from aniportrait.schema import ClipRecord, CropSpec
-from datasets_spec.errors import MetadataError
+from datasets_spec.errors import MetadataError, dedupe_entry_ids, report
 from datasets_spec.integrity import git_blob_sha1
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,14 @@ def download_metadata(
     return target
 
 
-def prepare(metadata: str | Path | None = None, *, split: str = "train") -> list[ClipRecord]:
-    """All clips of ``celebvhq_info.json`` (the file, or a directory holding it), sorted by id."""
+def prepare(
+    metadata: str | Path | None = None, *, split: str = "train", errors: list[MetadataError] | None = None
+) -> list[ClipRecord]:
+    """All clips of ``celebvhq_info.json`` (the file, or a directory holding it), sorted by id.
+
+    A malformed clip goes to ``errors`` (or raises when it is ``None``); a file that
+    cannot be read as a whole always raises.
+    """
     if metadata is None:
         raise MetadataError(
             f"CelebV-HQ metadata is not shipped (no redistribution); fetch it with "
@@ -98,8 +107,17 @@ def prepare(metadata: str | Path | None = None, *, split: str = "train") -> list
     clips = info.get("clips")
     if not isinstance(clips, dict):
         raise MetadataError('no "clips" object', path=path)
-    records = [_record(key, clip, path, split, appearance, action) for key, clip in clips.items()]
-    return sorted(records, key=lambda record: record.clip_id)
+    first_error = len(errors) if errors is not None else 0
+    records: list[ClipRecord] = []
+    for key, clip in clips.items():
+        try:
+            records.append(_record(key, clip, path, split, appearance, action))
+        except MetadataError as error:
+            report(error, errors)
+    records.sort(key=lambda record: record.clip_id)
+    if errors is not None:
+        dedupe_entry_ids(records, errors[first_error:])
+    return records
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -182,21 +200,23 @@ def _extra(clip: dict[str, Any], appearance: list[str], action: list[str], fail:
 def _record(
     key: str, clip: Any, path: Path, split: str, appearance: list[str], action: list[str]
 ) -> ClipRecord:
-    """One clip, validated; errors name the clip key."""
+    """One clip, validated; errors name the clip key (and its ids)."""
+    clip_id = safe_id(key)
+    ytb_id = clip.get("ytb_id") if isinstance(clip, dict) else None
+    source_id = safe_id(ytb_id) if isinstance(ytb_id, str) and ytb_id else None
 
     def fail(message: str) -> MetadataError:
-        return MetadataError(f"clip {key!r}: {message}", path=path)
+        return MetadataError(f"clip {key!r}: {message}", path=path, key=key, clip_id=clip_id, source_id=source_id)
 
     if not isinstance(clip, dict):
-        raise fail("not a JSON object")
-    ytb_id = clip.get("ytb_id")
-    if not isinstance(ytb_id, str) or not ytb_id:
-        raise fail("missing ytb_id")
+        raise fail(f"not a JSON object: {clip!r:.80}")
+    if source_id is None:
+        raise fail("missing ytb_id" if ytb_id is None else f"ytb_id {ytb_id!r} is not a non-empty string")
     start, end = _span(clip, fail)
     return ClipRecord(
         dataset=DATASET,
-        clip_id=safe_id(key),
-        source_id=safe_id(ytb_id),
+        clip_id=clip_id,
+        source_id=source_id,
         source_url=f"https://www.youtube.com/watch?v={quote(ytb_id, safe='')}",
         mirror_names=(ytb_id,) if is_safe_id(ytb_id) else (),
         start_s=start,

@@ -222,7 +222,7 @@ def test_hdtf_unreadable_lines(tmp_path: Path, name: str, text: bytes, where: st
         hdtf.prepare(tmp_path)
 
 
-def test_hdtf_missing_url_and_orphan_crop_are_warnings(
+def test_hdtf_missing_url_is_an_entry_error_and_orphan_crop_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _write_hdtf(
@@ -232,12 +232,16 @@ def test_hdtf_missing_url_and_orphan_crop_are_warnings(
             "RD_crop_wh.txt": b"RDVideo_0.mp4 10 200 20 200\nRDVideo_3.mp4 10 200 20 200\n",
         },
     )
+    errors: list[MetadataError] = []
     with caplog.at_level(logging.WARNING, logger="datasets_spec.hdtf"):
-        clips = _by_id(hdtf.prepare(tmp_path))
+        clips = _by_id(hdtf.prepare(tmp_path, errors=errors))
     assert "NoUrl_0" not in clips and "RDVideo_3" not in clips and "RDVideo_0" in clips
-    messages = "\n".join(caplog.messages)
-    assert "RD_annotion_time.txt:2: NoUrl has no URL" in messages
-    assert "RD_crop_wh.txt:2: crop for RDVideo_3, a clip not in RD_annotion_time.txt" in messages
+    assert [(e.entry_id, e.manifest_error()) for e in errors] == [
+        ("NoUrl_0", "RD_annotion_time.txt:2: no URL for NoUrl in RD_video_url.txt")
+    ]
+    assert "RD_crop_wh.txt:2: crop for RDVideo_3, a clip not in RD_annotion_time.txt; ignored" in caplog.messages
+    with pytest.raises(MetadataError, match=r"RD_annotion_time\.txt:2: no URL for NoUrl"):
+        hdtf.prepare(tmp_path)
 
 
 def test_hdtf_same_clip_in_two_subsets_is_an_error(tmp_path: Path) -> None:
@@ -262,6 +266,9 @@ def test_hdtf_subsets_pick_list_prefixes(tmp_path: Path) -> None:
     assert [(r.clip_id, r.provenance["subset"], r.provenance["file"]) for r in records] == [
         ("WRAVideo_0", "OWN", "OWN_annotion_time.txt")
     ]
+    # by default every <PREFIX>_video_url.txt of the folder is read
+    assert hdtf.subsets_in(tmp_path) == ("OWN", "RD", "WDA")
+    assert {r.provenance["subset"] for r in hdtf.prepare(tmp_path)} == {"OWN", "RD", "WDA"}
 
 
 def test_hdtf_missing_list_or_directory(tmp_path: Path) -> None:
