@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2  # noqa: F401  (import before decord: decord first breaks cv2's PNG codec)
 import numpy as np
 
+from aniportrait.matplotlib_dir import keep_matplotlib_in_temp
+
 NUM_LANDMARKS = 478
 NUM_BLENDSHAPES = 52
 RUNNING_MODES = ("video", "image")
@@ -93,6 +95,7 @@ class FaceLandmarkerRunner:
         return path.read_bytes()
 
     def _create(self):  # -> vision.FaceLandmarker
+        keep_matplotlib_in_temp()
         from mediapipe.tasks.python import BaseOptions, vision
 
         s = self.settings
@@ -111,6 +114,7 @@ class FaceLandmarkerRunner:
 
     def detect(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """One still RGB image's ``(landmarks, blendshapes, matrix, found)`` (needs ``mode="image"``)."""
+        keep_matplotlib_in_temp()
         import mediapipe as mp
 
         if self.settings.mode != "image":
@@ -126,6 +130,7 @@ class FaceLandmarkerRunner:
         ``on_frame(rgb_frame, landmarks_or_None)`` sees every decoded frame, so other
         per-frame work (quality scores) shares this decode.
         """
+        keep_matplotlib_in_temp()
         import mediapipe as mp
 
         rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, bool]] = []

@@ -22,12 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from matplotlib import style
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from pipelines.export import iter_samples
+from aniportrait.matplotlib_dir import keep_matplotlib_in_temp
+
+keep_matplotlib_in_temp()  # before matplotlib is imported: its cache and config stay out of $HOME
+from matplotlib import style  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from pipelines.export import iter_samples  # noqa: E402
 
 FIG_SIZE = (8.0, 4.0)
 DPI = 100
