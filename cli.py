@@ -71,6 +71,9 @@ def build(
     curation: Annotated[Optional[Path], typer.Option(help="TOML file with curation settings (filter, scene_cuts, min_part_s, fix_sync, scene_threshold); flags override it.")] = None,
     scene_cuts: Annotated[Optional[str], typer.Option(help="Clips crossing a scene cut: split (each shot becomes a clip, default), reject or keep.")] = None,
     fix_sync: Annotated[Optional[bool], typer.Option("--fix-sync/--no-fix-sync", help="Shift each clip's audio by its measured lip/audio offset (recorded as audio_shift_frames).")] = None,
+    min_frames: Annotated[Optional[int], typer.Option(help="Filter out clips of fewer frames (reason too_short; default 30, the official min_clip_length).", min=1)] = None,
+    max_second_face_rate: Annotated[Optional[float], typer.Option(help="Filter out clips with a second face (at least half the main face's height) in more than this share of the sampled frames (reason multiple_faces; default 0.2; 1 keeps all).", min=0, max=1)] = None,
+    strict_metadata: Annotated[bool, typer.Option("--strict-metadata", help="Stop at the first malformed metadata entry (exit 2) instead of recording it as a failed manifest row and building the rest.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every clip.")] = False,
 ) -> None:
     """Build WebDataset shards, manifest.parquet and release.json for a dataset."""
@@ -104,7 +107,9 @@ def build(
             face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
             min_face_rate=min_face_rate, wav2vec2=_audio_model(dataset, wav2vec2),
             curation=load_curation(curation, filter=[filter_rules] if filter_rules else None, scene_cuts=scene_cuts,
-                                   fix_sync=fix_sync),
+                                   fix_sync=fix_sync, min_frames=min_frames,
+                                   max_second_face_rate=max_second_face_rate),
+            strict_metadata=strict_metadata,
         )
         result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:

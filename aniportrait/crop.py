@@ -23,6 +23,8 @@ class PixelBox:
 class CropError(ValueError):
     """The metadata's crop window does not fit the video."""
 
+    reason = "crop_out_of_frame"
+
 
 def resolve_crop(spec: CropSpec | None, frame_w: int, frame_h: int) -> PixelBox:
     """Pixel box for ``spec`` on a frame of ``frame_w`` x ``frame_h``.

@@ -22,6 +22,8 @@ DEFAULT_MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe654
 class FaceError(ValueError):
     """A clip's faces do not meet the stage's requirements (the message says why)."""
 
+    reason = "low_face_rate"
+
 
 @dataclass(slots=True)
 class FaceArrays:

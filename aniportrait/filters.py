@@ -33,6 +33,9 @@ SCORES: dict[str, str] = {
     "sync_score0": "audio/lip correlation at offset 0",
     "duration_s": "clip duration in seconds",
     "scene_cut_count": "scene cuts inside the clip",
+    "faces_max": "most faces found on one sampled frame (every 10th)",
+    "second_face_rate": "share of sampled frames with a second face at least half the main face's height",
+    "track_jumps": "jumps of the tracked face between frames far beyond head motion (identity switches)",
 }
 #: Short names accepted in rules.
 ALIASES = {"face_px": "face_px_median", "yaw": "yaw_range_deg", "pitch": "pitch_range_deg",

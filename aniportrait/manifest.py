@@ -23,6 +23,8 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("failed_stage", pa.string()),
+    #: A short code for every row that is not ok (see ``aniportrait.reasons``).
+    pa.field("reason", pa.string()),
     pa.field("shard", pa.string()),
     #: The release version in which the clip first appeared (its shards are that generation's).
     pa.field("generation", pa.int32()),
@@ -50,6 +52,9 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("sharpness", pa.float64()),
     pa.field("brightness", pa.float64()),
     pa.field("scene_cuts", pa.list_(pa.int32())),
+    pa.field("faces_max", pa.int32()),
+    pa.field("second_face_rate", pa.float64()),
+    pa.field("track_jumps", pa.int32()),
     pa.field("sync_offset", pa.int32()),
     pa.field("sync_conf", pa.float64()),
     pa.field("sync_score0", pa.float64()),
@@ -67,14 +72,15 @@ MANIFEST_SCHEMA = pa.schema([
 
 #: Curation scores and sync facts, copied from the clip's ``info`` (see ``aniportrait.quality``).
 QUALITY_COLUMNS = ("face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg", "roll_range_deg", "jitter",
-                   "sharpness", "brightness", "scene_cuts", "sync_offset", "sync_conf", "sync_score0", "sync_note",
+                   "sharpness", "brightness", "scene_cuts", "faces_max", "second_face_rate", "track_jumps",
+                   "sync_offset", "sync_conf", "sync_score0", "sync_note",
                    "audio_shift_frames")
 
 
 def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
     """The manifest row of one clip (``shard`` is ``None`` for a clip not written)."""
     record, info = state.record, state.info
-    start_s, end_s = record.time_span()
+    start_s, end_s = record.time_span() if record.has_span else (None, None)
     return {
         "clip_id": record.clip_id,
         "dataset": record.dataset,
@@ -82,6 +88,7 @@ def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
         "status": state.status,
         "error": state.error,
         "failed_stage": state.failed_stage,
+        "reason": state.reason,
         "shard": shard,
         "source_id": record.source_id,
         "source_url": record.source_url,

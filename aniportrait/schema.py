@@ -24,6 +24,8 @@ STATUS_FILTERED = "filtered"
 STATUS_SPLIT = "split"
 #: Every status a manifest row can have.
 STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_FILTERED, STATUS_SPLIT)
+#: The ``failed_stage`` of a metadata entry that could not be read (before any build stage).
+METADATA_STAGE = "metadata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class ClipRecord:
     Time spans are seconds in the source video (``start_s`` inclusive, ``end_s``
     exclusive). Frame spans (VFHQ) are source frame indices, ``start_frame`` inclusive,
     ``end_frame`` exclusive, at ``source_fps``; the clip stage turns them into times.
+    A record with no span at all stands for a metadata entry that could not be read: it
+    is a failed manifest row and is never processed.
     """
 
     dataset: str
@@ -94,8 +98,8 @@ class ClipRecord:
                 raise ValueError(f"{name} {value!r} is not filesystem-safe; build it with safe_id()")
         has_time = self.start_s is not None and self.end_s is not None
         has_frames = self.start_frame is not None and self.end_frame is not None
-        if has_time == has_frames:
-            raise ValueError(f"clip {self.clip_id}: give exactly one of a time span or a frame span")
+        if has_time and has_frames:
+            raise ValueError(f"clip {self.clip_id}: give a time span or a frame span, not both")
         if has_time and not self.end_s > self.start_s:  # type: ignore[operator]
             raise ValueError(f"clip {self.clip_id}: empty time span {self.start_s}..{self.end_s}")
         if has_frames:
@@ -104,10 +108,18 @@ class ClipRecord:
             if not self.source_fps or self.source_fps <= 0:
                 raise ValueError(f"clip {self.clip_id}: a frame span needs source_fps")
 
+    @property
+    def has_span(self) -> bool:
+        """False only for the record of a metadata entry that could not be read."""
+        return (self.start_s is not None and self.end_s is not None) or (
+            self.start_frame is not None and self.end_frame is not None)
+
     def time_span(self) -> tuple[float, float]:
         """The span in source seconds (frame spans converted with ``source_fps``)."""
         if self.start_s is not None and self.end_s is not None:
             return self.start_s, self.end_s
+        if not self.has_span:
+            raise ValueError(f"clip {self.clip_id}: its metadata entry has no readable span")
         fps = float(self.source_fps)  # type: ignore[arg-type]
         return self.start_frame / fps, self.end_frame / fps  # type: ignore[operator]
 
@@ -150,14 +162,16 @@ class ClipState:
 
     ``outputs`` maps a member name (``mp4``, ``wav``, later ``lmks.npy`` ...) to a file
     in the work area; ``info`` holds small measured facts (frames, fps, duration ...).
-    A failed clip keeps the first error and the stage that raised it; later stages pass
-    it through unchanged.
+    A failed or removed clip keeps the first error, the stage that raised it and a short
+    ``reason`` code (one of :data:`aniportrait.reasons.REASONS`); later stages pass it
+    through unchanged.
     """
 
     record: ClipRecord
     status: str = STATUS_OK
     error: str | None = None
     failed_stage: str | None = None
+    reason: str | None = None
     source_path: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -167,23 +181,26 @@ class ClipState:
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
-    def fail(self, stage: str, error: str) -> None:
-        """Mark the clip failed by ``stage`` with a readable ``error``."""
+    def fail(self, stage: str, error: str, reason: str) -> None:
+        """Mark the clip failed by ``stage`` with a readable ``error`` and its ``reason`` code."""
         self.status = STATUS_FAILED
         self.failed_stage = stage
         self.error = error
+        self.reason = reason
 
-    def reject(self, stage: str, rule: str) -> None:
-        """Mark the clip filtered out by ``stage`` under ``rule`` (reason ``filtered:<rule>``)."""
+    def reject(self, stage: str, rule: str, reason: str) -> None:
+        """Mark the clip filtered out by ``stage`` under ``rule`` (error ``filtered:<rule>``)."""
         self.status = STATUS_FILTERED
         self.failed_stage = stage
         self.error = f"filtered:{rule}"
+        self.reason = reason
 
-    def split(self, stage: str, reason: str) -> None:
+    def split(self, stage: str, note: str) -> None:
         """Mark the clip replaced by sub-clips (listed by the stage in ``info``)."""
         self.status = STATUS_SPLIT
         self.failed_stage = stage
-        self.error = reason
+        self.error = note
+        self.reason = "scene_cut"
 
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -24,8 +24,9 @@ import datasets_spec
 from aniportrait.audio import ModelLoadError
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import LandmarkerSettings
-from aniportrait.schema import STATUS_FAILED, STATUS_SPLIT, STATUSES, ClipRecord, ClipState
+from aniportrait.schema import METADATA_STAGE, STATUS_FAILED, STATUS_SPLIT, STATUSES, ClipRecord, ClipState
 from aniportrait.storage import OutputDir
+from datasets_spec.errors import MetadataError
 from pipelines.config import BuildConfig
 from pipelines.pack import (
     RELEASE_NAME,
@@ -57,6 +58,8 @@ RELEASE_FORMAT = "aniportrait-data/release/1"
 MAX_BLOCKS = 20_000
 #: Clips per batch for GPU stages (the wav2vec2 encoder batches them by length).
 GPU_BATCH_CLIPS = 16
+#: How long a build waits for its clip workers to start before giving up.
+ACTOR_START_TIMEOUT_S = 600
 
 
 class SetupError(RuntimeError):
@@ -85,17 +88,33 @@ class BuildResult:
         return sum(s.status == STATUS_FAILED for s in self.states)
 
 
-def load_records(cfg: BuildConfig) -> list[ClipRecord]:
-    """The dataset's clip records (sorted by clip id), cut to ``--limit``."""
+def load_records(cfg: BuildConfig) -> tuple[list[ClipRecord], list[ClipState]]:
+    """The dataset's readable clip records, and a failed state for every metadata entry that
+    could not be read (``--strict-metadata``: the first such entry stops the build), both
+    sorted by clip id and cut together to the first ``--limit`` entries."""
     spec = datasets_spec.DATASETS.get(cfg.dataset)
     if spec is None:
         raise SetupError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(sorted(datasets_spec.DATASETS))}")
+    errors: list[MetadataError] | None = None if cfg.strict_metadata else []
     try:
-        records = spec.prepare(cfg.metadata, split=cfg.split)
+        records = spec.prepare(cfg.metadata, split=cfg.split, errors=errors)
     except (OSError, ValueError) as exc:
         raise SetupError(f"cannot read the {cfg.dataset} metadata: {exc}") from exc
-    records = sorted(records, key=lambda r: r.clip_id)
-    return records[: cfg.limit] if cfg.limit else records
+    entries: list[ClipRecord | ClipState] = [*records, *(_unreadable_entry(cfg, e) for e in errors or ())]
+    entries.sort(key=lambda e: e.clip_id if isinstance(e, ClipRecord) else e.record.clip_id)
+    if cfg.limit:
+        entries = entries[: cfg.limit]
+    return ([e for e in entries if isinstance(e, ClipRecord)],
+            [e for e in entries if isinstance(e, ClipState)])
+
+
+def _unreadable_entry(cfg: BuildConfig, error: MetadataError) -> ClipState:
+    """The failed manifest row of a metadata entry that could not be read."""
+    record = ClipRecord(dataset=cfg.dataset, clip_id=error.entry_id, source_id=error.source_id or error.entry_id,
+                        source_url=None, mirror_names=(), split=cfg.split, provenance=error.provenance)
+    state = ClipState(record)
+    state.fail(METADATA_STAGE, error.manifest_error(), "bad_metadata")
+    return state
 
 
 def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
@@ -105,7 +124,7 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
         raise SetupError(f"face landmarker model not found at {model} (--face-model)")
     landmarker = LandmarkerSettings(model_path=str(model), mode=cfg.landmarker_mode)
     chain: list[tuple[type[ClipStage], dict[str, Any]]] = [
-        (CutClip, {"cut": cfg.cut}),
+        (CutClip, {"cut": cfg.cut, "min_frames": cfg.curation.min_frames}),
         (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate,
                        "scene_threshold": cfg.curation.scene_threshold}),
         (RenderPose, {}),
@@ -167,8 +186,8 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     """Run the whole build described by ``cfg``; see the module docstring."""
     console = console or Console(stderr=True)
     cfg = cfg.resolved()
-    records = load_records(cfg)
-    if not records:
+    records, unreadable = load_records(cfg)
+    if not records and not unreadable:
         raise SetupError(f"the {cfg.dataset} metadata lists no clips")
     out = OutputDir.from_uri(cfg.out)
     out.makedirs()
@@ -182,7 +201,9 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         _forget_failures(stages, retry)
     states, pending = _resume(stages[-1], records, stage_names)
     console.print(f"[bold]{cfg.dataset}[/]: {len(records)} clips, {len(states)} already done, "
-                  f"{len(pending)} to process")
+                  f"{len(pending)} to process" + (f"; {len(unreadable)} metadata entries could not be read "
+                                                  "(failed rows in the manifest)" if unreadable else ""))
+    states += unreadable
     init_ray(cfg.address)
     workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     timings: dict[str, float] = {}
@@ -265,8 +286,14 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     # the stages before it, GPU actors the rest.
     split = next((i for i, s in enumerate(stages) if s.uses_gpu), len(stages)) if gpus else len(stages)
     on_cpu, on_gpu = stages[:split], stages[split:]
+    size = min(workers, len(pending))
+    # Start every clip worker before the first clip is handed out, when the cluster has the CPUs
+    # for all of them (else start with those that fit); one clip in flight per worker. Otherwise
+    # the first worker up queues clips that the others, still starting, would have taken.
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S if size <= ray.available_resources().get("CPU", 0) else -1
     ds = ds.map_batches(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_cpu)}, batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))), num_cpus=1)
+                        compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1), num_cpus=1)
     if on_gpu:
         ds = ds.map_batches(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_gpu)},
                             batch_size=GPU_BATCH_CLIPS, num_cpus=0, num_gpus=1,

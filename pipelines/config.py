@@ -14,7 +14,7 @@ from pipelines.curation import CurationSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs).
 RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model",
-                  "wav2vec2", "retry_failed")
+                  "wav2vec2", "retry_failed", "strict_metadata")
 #: Clips per shard when neither a sample count nor a byte size is given.
 DEFAULT_SHARD_SAMPLES = 1000
 #: Byte units of ``--shard-size`` (SI powers of 1000, IEC powers of 1024), upper case.
@@ -45,6 +45,8 @@ class BuildConfig:
     keep_rejected: bool = False
     #: Run again the clips the previous release records as failed (their cached failures are forgotten).
     retry_failed: bool = False
+    #: Stop at the first malformed metadata entry (exit 2) instead of recording it as a failed row.
+    strict_metadata: bool = False
     download_retries: int = 3
     face_model: str | None = None
     landmarker_mode: str = "video"

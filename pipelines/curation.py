@@ -8,6 +8,8 @@ A curation file is TOML with the same names as the flags::
     min_part_s = 1.0          # sub-clips shorter than this are dropped
     fix_sync = false          # shift the audio by the measured offset
     scene_threshold = 27.0    # PySceneDetect ContentDetector threshold
+    min_frames = 30           # shorter clips are filtered out: too_short
+    max_second_face_rate = 0.2  # more sampled frames with a second face: multiple_faces
 
 Flags given on the command line override the file.
 """
@@ -34,6 +36,11 @@ class CurationSettings:
     min_part_s: float = 1.0
     fix_sync: bool = False
     scene_threshold: float = 27.0
+    #: Clips with fewer frames are filtered out (``too_short``); the official preprocessing's ``min_clip_length``.
+    min_frames: int = 30
+    #: Clips with a second face (at least half the main face's height) in more than this share of the
+    #: sampled frames are filtered out (``multiple_faces``); 1.0 keeps them all.
+    max_second_face_rate: float = 0.2
 
     def __post_init__(self) -> None:
         if self.scene_cuts not in SCENE_POLICIES:
@@ -42,6 +49,10 @@ class CurationSettings:
             raise ValueError(f"min_part_s must be positive, got {self.min_part_s}")
         if self.scene_threshold <= 0:
             raise ValueError(f"scene_threshold must be positive, got {self.scene_threshold}")
+        if self.min_frames < 1:
+            raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
+        if not 0.0 <= self.max_second_face_rate <= 1.0:
+            raise ValueError(f"max_second_face_rate must be within 0..1, got {self.max_second_face_rate}")
         # Canonical spelling, so "face_px >= 150" and "face_px_median>=150" hash alike.
         object.__setattr__(self, "filter", tuple(rule.text for rule in parse_rules(self.filter)))
 

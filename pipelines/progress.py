@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aniportrait.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipState
+from aniportrait.schema import METADATA_STAGE, STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipState
 
 
 def make_progress(console: Console) -> Progress:
@@ -26,13 +26,17 @@ def make_progress(console: Console) -> Progress:
 
 
 def summary_table(states: Iterable[ClipState], stage_names: list[str], shards: int) -> Table:
-    """Per stage: clips that ran there, came from the cache (resume), or failed there."""
+    """Per stage: clips that ran there, came from the cache (resume), or failed there; metadata
+    entries that could not be read come first."""
     states = list(states)
     table = Table(title="aniportrait-data build")
     for column in ("stage", "ran", "from cache", "failed / removed"):
         table.add_column(column, justify="left" if column == "stage" else "right")
+    unreadable = sum(s.failed_stage == METADATA_STAGE for s in states)
+    if unreadable:
+        table.add_row(METADATA_STAGE, str(len(states)), "", str(unreadable))
     for index, name in enumerate(stage_names):
-        earlier = set(stage_names[:index])
+        earlier = {METADATA_STAGE, *stage_names[:index]}
         reached = [s for s in states if s.ok or s.failed_stage not in earlier]
         cached = sum(name in s.cached_stages for s in reached)
         failed = sum(s.failed_stage == name for s in reached)

@@ -10,6 +10,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from aniportrait.reasons import REASONS
 from aniportrait.storage import OutputDir
 from pipelines.export import iter_samples
 from pipelines.pack import read_manifest, read_release
@@ -51,7 +52,8 @@ def manifest_stats(uri: str, console: Console) -> None:
     others = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()) if status != "ok")
     console.print(f"{len(table)} clips: {len(ok)} ok ({seconds / 60:.1f} min, "
                   f"{sum(r['frames'] or 0 for r in ok)} frames){', ' + others if others else ''}")
-    _print_counts(console, "failure reasons", "reason",
+    _print_reasons(console, [r for r in table if r["status"] in ("failed", "filtered")])
+    _print_counts(console, "failure messages", "stage: error",
                   Counter(f"{r['failed_stage']}: {r['error']}" for r in table if r["status"] == "failed"))
     _print_counts(console, "clips removed per rule", "rule",
                   Counter(r["error"].removeprefix("filtered:") for r in table if r["status"] == "filtered"))
@@ -72,7 +74,8 @@ def manifest_stats(uri: str, console: Console) -> None:
 
 #: Numeric manifest columns summarised by ``stats``.
 SCORE_COLUMNS = ("duration_s", "face_rate", "face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg",
-                 "roll_range_deg", "jitter", "sharpness", "brightness", "sync_offset", "sync_conf")
+                 "roll_range_deg", "jitter", "sharpness", "brightness", "faces_max", "second_face_rate",
+                 "track_jumps", "sync_offset", "sync_conf")
 
 
 def score_distributions(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -85,6 +88,20 @@ def score_distributions(rows: list[dict]) -> dict[str, dict[str, float]]:
             p = np.percentile(values, [0, 10, 50, 90, 100])
             result[name] = {"clips": len(values), **dict(zip(("min", "p10", "median", "p90", "max"), map(float, p)))}
     return result
+
+
+def _print_reasons(console: Console, rows: list[dict]) -> None:
+    """Failed and filtered clips per reason code, with what the code means (``aniportrait.reasons``)."""
+    counts = Counter((r.get("reason") or "unknown", r["status"]) for r in rows)
+    if not counts:
+        return
+    table = Table(title="failed and filtered clips per reason")
+    for column in ("clips", "reason", "status", "meaning"):
+        table.add_column(column, justify="right" if column == "clips" else "left")
+    for (code, status), count in counts.most_common():
+        known = REASONS.get(code)
+        table.add_row(str(count), code, status, known.meaning if known else "")
+    console.print(table)
 
 
 def _print_counts(console: Console, title: str, label: str, counts: Counter) -> None:

@@ -162,7 +162,8 @@ def test_failures_are_recorded_and_nothing_escapes(local_ray: None, tmp_path: Pa
     rows = {r["clip_id"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     assert len(rows) == 7 and result.failed == 5
     assert rows["Good_0"]["status"] == "ok" and rows["Good_0"]["frames"] == 30
-    assert "outside the 2.069 s source" in rows["Good_1"]["error"]
+    assert "starts after the end of the 2.069 s source" in rows["Good_1"]["error"]
+    assert rows["Good_1"]["reason"] == "span_out_of_range" and rows["Broken_0"]["reason"] == "unreadable_source"
     assert rows["Broken_0"]["failed_stage"] == "clip" and "Broken.mp4" in rows["Broken_0"]["error"]
     assert "(http_error)" in rows["Gone_0"]["error"] and rows["Gone_0"]["failed_stage"] == "download"
     assert "outside the 512x512 video" in rows["Remote_0"]["error"]

@@ -53,13 +53,17 @@ def test_cut_frames_size_fps_audio(media_dir: Path, tmp_path: Path, name: str, s
     assert samples == round(expected_frames * AUDIO_RATE / fps)
 
 
-def test_span_past_the_end_is_clamped_and_outside_fails(media_dir: Path, tmp_path: Path) -> None:
-    source = media_dir / "talking_hdtf_radio10_0.mp4"  # 2.07 s
-    _, audio, frames = _cut(source, tmp_path, (1.0, 9.0), None, CutSettings(size=128))
-    assert frames == 32  # floor((2.0687 - 1.0) * 30)
+def test_span_past_the_end_fails_unless_within_one_frame(media_dir: Path, tmp_path: Path) -> None:
+    source = media_dir / "talking_hdtf_radio10_0.mp4"  # 2.0687 s
+    _, audio, frames = _cut(source, tmp_path, (1.0, 2.09), None, CutSettings(size=128))
+    assert frames == 32  # within one output frame past the end: floor((2.0687 - 1.0) * 30)
     assert _wav_samples(audio)[0] == round(32 * AUDIO_RATE / 30)
-    with pytest.raises(MediaError, match="outside the 2.069 s source"):
+    with pytest.raises(MediaError, match=r"span 1\.000-9\.000 s ends 6\.931 s past the end of the 2\.069 s source") as info:
+        _cut(source, tmp_path, (1.0, 9.0), None, CutSettings(size=128), name="long")
+    assert info.value.reason == "span_out_of_range"
+    with pytest.raises(MediaError, match="starts after the end of the 2.069 s source") as info:
         _cut(source, tmp_path, (5.0, 9.0), None, CutSettings(size=128), name="late")
+    assert info.value.reason == "span_out_of_range"
 
 
 def test_same_input_same_bytes(media_dir: Path, tmp_path: Path) -> None:

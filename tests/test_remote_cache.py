@@ -110,7 +110,9 @@ def test_driver_resume_reads_only_markers(s3: MotoServer, remote_build: tuple[Pa
     cfg = BuildConfig(dataset="sample", out=s3.uri(PREFIX), work_dir=s3.uri(f"{PREFIX}/_work"),
                       mirror=str(sample.default_mirror()), cut=CutSettings(size=SAMPLE_SIZE)).resolved()
     stages = clip_stages(cfg)
-    done, pending = _resume(stages[-1], load_records(cfg), ["download"] + STAGES)
+    records, unreadable = load_records(cfg)
+    assert unreadable == []
+    done, pending = _resume(stages[-1], records, ["download"] + STAGES)
     assert [s.record.clip_id for s in done] == SAMPLE_IDS and pending == []
     assert all(s.outputs["mp4"] == "clip.mp4" for s in done)
     assert _clip_files(scratch_dir(cfg.work_dir)) == [], "no clip file was downloaded"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aniportrait.crop import PixelBox
-from aniportrait.media.probe import MediaError, count_video_frames, run_tool
+from aniportrait.media.probe import MediaError, count_video_frames, log_lines, run_tool
 
 AUDIO_RATE = 16_000
 BITEXACT = ["-map_metadata", "-1", "-map_chapters", "-1", "-fflags", "+bitexact"]
@@ -53,17 +53,28 @@ def plan_cut(
     start_s: float, end_s: float, box: PixelBox, settings: CutSettings, *, source_duration_s: float,
     with_audio: bool, seek_back_s: float = 0.0,
 ) -> CutPlan:
-    """Plan a cut of ``[start_s, end_s)``; the span is clamped to the source's length.
+    """Plan a cut of ``[start_s, end_s)``, checked against the source's length.
 
+    A span that starts at or after the end of the source, or ends more than one output
+    frame past it, raises :class:`MediaError` (reason ``span_out_of_range``): a clip is
+    never shortened silently. Within that one frame the end is the source's end.
     ``seek_back_s`` moves the seek point earlier (half a source frame for frame spans,
     so the first wanted frame is never lost to timestamp rounding).
     """
-    end = min(end_s, source_duration_s) if source_duration_s > 0 else end_s
+    end = end_s
+    if source_duration_s > 0:
+        where = f"span {start_s:.3f}-{end_s:.3f} s"
+        if start_s >= source_duration_s:
+            raise MediaError(f"{where} starts after the end of the {source_duration_s:.3f} s source",
+                             "span_out_of_range")
+        if end_s - source_duration_s > 1.0 / settings.fps + 1e-6:
+            raise MediaError(f"{where} ends {end_s - source_duration_s:.3f} s past the end of the "
+                             f"{source_duration_s:.3f} s source (more than one output frame)", "span_out_of_range")
+        end = min(end_s, source_duration_s)
     frames = math.floor((end - start_s) * settings.fps + 1e-6)
     if frames < 1:
-        raise MediaError(
-            f"span {start_s:.3f}-{end_s:.3f} s is outside the {source_duration_s:.3f} s source video"
-        )
+        raise MediaError(f"span {start_s:.3f}-{end_s:.3f} s holds no output frame at {settings.fps:g} fps",
+                         "span_out_of_range")
     samples = round(frames * AUDIO_RATE / settings.fps)
     seek = max(0.0, start_s - seek_back_s)
     return CutPlan(seek, round((start_s - seek) * AUDIO_RATE), frames, samples, box, with_audio)
@@ -114,14 +125,22 @@ def ffmpeg_cut_args(source: str, video_out: str, audio_out: str | None, plan: Cu
 
 def cut_clip(source: str | Path, video_out: str | Path, audio_out: str | Path | None, plan: CutPlan,
              settings: CutSettings) -> int:
-    """Run the cut; return the number of frames written (checked against the plan)."""
+    """Run the cut; return the number of frames written.
+
+    ffmpeg conceals damaged frames and exits 0, so its error log is read too: any decoder
+    error, or fewer (or more) frames than planned, raises :class:`MediaError` with reason
+    ``corrupt_source`` and the frames written against the frames expected.
+    """
+    name = Path(source).name
     args = ffmpeg_cut_args(str(source), str(video_out), None if audio_out is None else str(audio_out),
                            plan, settings)
-    run_tool(args, f"cut {Path(source).name}")
+    done = run_tool(args, f"cut {name}")
+    errors = log_lines(done.stderr, args)
     frames = count_video_frames(video_out)
-    if frames != plan.frames:
-        raise MediaError(
-            f"expected {plan.frames} frames from {Path(source).name} at {plan.seek_s:.3f} s, got {frames} "
-            "(the source ends early or has broken timestamps)"
-        )
+    if errors or frames != plan.frames:
+        span = f"{plan.seek_s:.3f}-{plan.seek_s + plan.frames / settings.fps:.3f} s"
+        found = f"decoding {name} at {span} hit errors (first: {errors[0]!r}); " if errors else (
+            f"{name} ends early or has broken timestamps at {span}: ")
+        raise MediaError(f"{found}wrote {frames} of {plan.frames} expected frames", "corrupt_source")
     return frames
+

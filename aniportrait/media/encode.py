@@ -32,5 +32,5 @@ def encode_rgb_lossless(frames: Iterable[np.ndarray], width: int, height: int, f
             count += 1
     finally:
         _, stderr = process.communicate()
-    check_tool("ffmpeg", f"encode {Path(out).name}", process.returncode, stderr)
+    check_tool("ffmpeg", f"encode {Path(out).name}", process.returncode, stderr, paths=args)
     return count

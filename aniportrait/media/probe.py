@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 
 class MediaError(RuntimeError):
-    """A media file could not be read or written; the message says which and why."""
+    """A media file could not be read or written; the message says which and why.
+
+    ``reason`` is the manifest's reason code (see :mod:`aniportrait.reasons`).
+    """
+
+    def __init__(self, message: str, reason: str = "media_error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # keep the reason when the error crosses processes
+        return type(self), (str(self), self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,21 +59,35 @@ def missing_ffmpeg() -> str | None:
     return f"{' and '.join(missing)} not found on PATH; install ffmpeg (apt-get install ffmpeg)"
 
 
-def check_tool(tool: str, what: str, returncode: int, stderr: bytes) -> None:
-    """Raise :class:`MediaError` with the stderr tail when ``tool`` failed or could not write."""
-    text = stderr.decode("utf-8", "replace").strip()
-    if returncode != 0 or any(line in text for line in OUTPUT_WRITE_ERRORS):
-        tail = text.splitlines()[-3:]
-        raise MediaError(f"{tool} failed to {what}: {' | '.join(tail) or 'no message'}")
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+")
 
 
-def run_tool(args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
-    """Run an ffmpeg/ffprobe argument list; raise :class:`MediaError` with its stderr tail."""
+def log_lines(stderr: bytes, paths: Iterable[str] = ()) -> list[str]:
+    """The non-empty lines of an ffmpeg/ffprobe log without machine-specific parts (they go
+    into manifests, which must not depend on the machine): object addresses are removed and
+    each of ``paths`` is shortened to its file name."""
+    text = stderr.decode("utf-8", "replace")
+    for path in sorted((p for p in paths if os.sep in p), key=len, reverse=True):
+        text = text.replace(path, Path(path).name)
+    return [_ADDRESS.sub("", line).strip() for line in text.splitlines() if line.strip()]
+
+
+def check_tool(tool: str, what: str, returncode: int, stderr: bytes, reason: str = "media_error",
+               paths: Iterable[str] = ()) -> None:
+    """Raise :class:`MediaError` with the stderr tail (see :func:`log_lines`) when ``tool``
+    failed or could not write."""
+    lines = log_lines(stderr, paths)
+    if returncode != 0 or any(error in line for line in lines for error in OUTPUT_WRITE_ERRORS):
+        raise MediaError(f"{tool} failed to {what}: {' | '.join(lines[-3:]) or 'no message'}", reason)
+
+
+def run_tool(args: list[str], what: str, reason: str = "media_error") -> subprocess.CompletedProcess[bytes]:
+    """Run an ffmpeg/ffprobe argument list; raise :class:`MediaError` (with ``reason``) and its stderr tail."""
     try:
         done = subprocess.run(args, capture_output=True, check=False)
     except FileNotFoundError as exc:
         raise MediaError(f"{args[0]} is not installed (needed to {what})") from exc
-    check_tool(args[0], what, done.returncode, done.stderr)
+    check_tool(args[0], what, done.returncode, done.stderr, reason, args)
     return done
 
 
@@ -85,13 +112,13 @@ def probe(path: str | Path) -> MediaInfo:
     """Probe ``path``: size, fps, duration, rotation and audio of its first streams."""
     done = run_tool(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
-        f"read {Path(path).name}",
+        f"read {Path(path).name}", "unreadable_source",
     )
     data = json.loads(done.stdout or b"{}")
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover(s)), None)
     if video is None:
-        raise MediaError(f"{Path(path).name} has no video stream")
+        raise MediaError(f"{Path(path).name} has no video stream", "no_video_stream")
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     rotation = _rotation(video)
     width, height = int(video["width"]), int(video["height"])

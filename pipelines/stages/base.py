@@ -8,6 +8,7 @@ from typing import Any
 
 from aniportrait.media.download import DownloadError
 from aniportrait.media.probe import MediaError
+from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipState
 from aniportrait.storage import OutputError
 from pipelines.config import config_hash
@@ -97,14 +98,15 @@ class ClipStage:
         cached = self.cached_state(state)
         if cached is None:
             return False
-        state.status, state.error, state.failed_stage = cached.status, cached.error, cached.failed_stage
+        state.status, state.error, state.failed_stage, state.reason = (cached.status, cached.error,
+                                                                       cached.failed_stage, cached.reason)
         state.outputs, state.info = cached.outputs, cached.info
         state.cached_stages.append(self.name)
         return True
 
     def record_failure(self, state: ClipState, exc: Exception) -> None:
         log.warning("clip %s failed in %s: %s", state.record.clip_id, self.name, exc)
-        state.fail(self.name, describe_error(exc))
+        state.fail(self.name, describe_error(exc), reason_of(exc))
 
     def write_marker(self, state: ClipState) -> None:
         """The done marker (this stage's result for the clip), written last: into a remote

@@ -24,21 +24,30 @@ def _probe_cached(path: str, mtime_ns: int) -> MediaInfo:
 
 
 class CutClip(ClipStage):
-    """Cut one clip out of its source video with the dataset's crop rule."""
+    """Cut one clip out of its source video with the dataset's crop rule.
+
+    The span is checked against the source first (``span_out_of_range``), decoding errors
+    fail the clip (``corrupt_source``), and a clip of fewer than ``min_frames`` frames is
+    filtered out (``too_short``) with its files kept.
+    """
 
     name = "clip"
 
-    def __init__(self, work_dir: str, cut: CutSettings, upstream_hash: str = "") -> None:
-        super().__init__(work_dir, dataclasses.asdict(cut), upstream_hash)
+    def __init__(self, work_dir: str, cut: CutSettings, min_frames: int = 1, upstream_hash: str = "") -> None:
+        if min_frames < 1:
+            raise ValueError(f"min_frames must be at least 1, got {min_frames}")
+        super().__init__(work_dir, {**dataclasses.asdict(cut), "min_frames": min_frames}, upstream_hash)
         self.cut = cut
+        self.min_frames = min_frames
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": self.work.uri, "cut": self.cut, "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "cut": self.cut, "min_frames": self.min_frames,
+                "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         record = state.record
         if not state.source_path:
-            raise MediaError(f"no source video for {record.source_id}")
+            raise MediaError(f"no source video for {record.source_id}", "unreadable_source")
         info = _probe_cached(state.source_path, os.stat(state.source_path).st_mtime_ns)
         box = resolve_crop(record.crop, info.width, info.height)
         start_s, end_s = record.time_span()
@@ -68,6 +77,8 @@ class CutClip(ClipStage):
             "source_fps": round(info.fps, 6),
             "source_codec": info.video_codec,
         })
+        if frames < self.min_frames:
+            state.reject(self.name, "too_short", "too_short")
 
 
 def _audio_note(expected: bool, info: MediaInfo, end_s: float) -> str | None:

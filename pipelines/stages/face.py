@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from aniportrait.face import check_detection_rate, face_arrays
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file_sha256
 from aniportrait.quality import FrameScores, json_float
 from aniportrait.schema import ClipState
+from aniportrait.speakers import SPEAKER_SETTINGS, FaceCounter, track_jumps
 from aniportrait.storage import write_local_atomic
 from pipelines.stages.base import ClipStage
 from pipelines.stages.cut import VIDEO_NAME
@@ -28,7 +30,9 @@ class ExtractFace(ClipStage):
     """Track the face through the clip and store the per-frame arrays as ``.npy`` files.
 
     The same decode feeds the quality scores that need pixels (scene cuts, sharpness,
-    brightness: :class:`aniportrait.quality.FrameScores`), recorded in ``info``.
+    brightness: :class:`aniportrait.quality.FrameScores`) and the face count on sampled
+    frames (:class:`aniportrait.speakers.FaceCounter`); with the track's identity switches
+    (:func:`aniportrait.speakers.track_jumps`) they are recorded in ``info``.
 
     The settings hash uses the model's sha256, not its path: the same model anywhere
     gives the same outputs, another model invalidates the cache.
@@ -42,12 +46,13 @@ class ExtractFace(ClipStage):
             raise ValueError(f"min_face_rate must be within 0..1, got {min_face_rate}")
         self.model_sha256 = model_sha256 or file_sha256(landmarker.model_path)
         settings = {**dataclasses.asdict(landmarker), "model_path": self.model_sha256, "min_face_rate": min_face_rate,
-                    "scene_threshold": scene_threshold}
+                    "scene_threshold": scene_threshold, "speakers": SPEAKER_SETTINGS}
         super().__init__(work_dir, settings, upstream_hash)
         self.landmarker = landmarker
         self.min_face_rate = min_face_rate
         self.scene_threshold = scene_threshold
         self.runner = FaceLandmarkerRunner(landmarker)
+        self.faces = FaceCounter(landmarker.model_path)  # one detector per actor, reset per clip
 
     def constructor_kwargs(self) -> dict[str, object]:
         return {"work_dir": self.work.uri, "landmarker": self.landmarker, "min_face_rate": self.min_face_rate,
@@ -61,10 +66,19 @@ class ExtractFace(ClipStage):
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
         frame_scores = FrameScores(float(state.info["fps"]), self.scene_threshold, rgb=True)
-        track = self.runner.track(self.work.input_file(clip_id, VIDEO_NAME), on_frame=frame_scores.add)
-        scores = frame_scores.result()
+        self.faces.reset()
+        frame_index = itertools.count()
+
+        def on_frame(frame: np.ndarray, lmks: np.ndarray | None) -> None:
+            frame_scores.add(frame, lmks)
+            self.faces.add(next(frame_index), frame)
+
+        track = self.runner.track(self.work.input_file(clip_id, VIDEO_NAME), on_frame=on_frame)
+        scores, faces = frame_scores.result(), self.faces.result()
         state.info.update({"scene_cuts": scores["scene_cuts"], "sharpness": json_float(scores["sharpness"]),
-                           "brightness": json_float(scores["brightness"])})
+                           "brightness": json_float(scores["brightness"]), "faces_max": faces["faces_max"],
+                           "second_face_rate": round(faces["second_face_rate"], 6),
+                           "track_jumps": track_jumps(track.lmks, track.has_face, track.width, track.height)})
         state.info["face_frames"] = int(track.has_face.sum())
         state.info["face_rate"] = round(track.detection_rate, 6)
         check_detection_rate(track, self.min_face_rate)

@@ -20,6 +20,7 @@ from typing import Any
 
 from aniportrait.ids import contained_join
 from aniportrait.media.download import DownloadError, download_video, find_in_mirror
+from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipRecord, ClipState
 from pipelines.stages.base import describe_error
 from pipelines.workarea import WorkArea
@@ -78,7 +79,7 @@ class FetchSource:
         except Exception as exc:  # recorded on the clip; the build goes on
             error = describe_error(exc)
             log.warning("clip %s: source %s failed: %s", state.record.clip_id, job.source_id, error)
-            state.fail(STAGE, error)
+            state.fail(STAGE, error, reason_of(exc))
             if isinstance(exc, DownloadError):
                 state.info["download_reason"] = exc.reason
         return state.to_row()

@@ -62,15 +62,17 @@ class FilterClips(ClipStage):
 
     A clip crossing a scene cut is split into sub-clips (``split``: the build then runs
     each shot of at least ``min_part_s`` as a clip of its own), rejected (``reject``) or
-    kept (``keep``); a sub-clip that still crosses a cut is rejected. A clip breaking a
-    rule is marked ``filtered`` with reason ``filtered:<rule>`` and keeps its files.
+    kept (``keep``); a sub-clip that still crosses a cut is rejected. A clip with a second
+    face in more than ``max_second_face_rate`` of the sampled frames is marked ``filtered``
+    (``filtered:multiple_faces``), so is a clip breaking a rule (``filtered:<rule>``); both
+    keep their files.
     """
 
     name = "filter"
 
     def __init__(self, work_dir: str, curation: CurationSettings, upstream_hash: str = "") -> None:
         settings = {"filter": list(curation.filter), "scene_cuts": curation.scene_cuts,
-                    "min_part_s": curation.min_part_s}
+                    "min_part_s": curation.min_part_s, "max_second_face_rate": curation.max_second_face_rate}
         super().__init__(work_dir, settings, upstream_hash)
         self.curation = curation
         self.rules = curation.rules
@@ -83,15 +85,19 @@ class FilterClips(ClipStage):
         if cuts and self.curation.scene_cuts != "keep":
             self._handle_cuts(state, cuts)
             return
+        second_faces = state.info.get("second_face_rate")
+        if second_faces is not None and second_faces > self.curation.max_second_face_rate:
+            state.reject(self.name, "multiple_faces", "multiple_faces")
+            return
         broken = first_broken(self.rules, state.info)
         if broken is not None:
-            state.reject(self.name, broken.text)
+            state.reject(self.name, broken.text, "filter_rule")
 
     def _handle_cuts(self, state: ClipState, cuts: list[int]) -> None:
         fps, frames = float(state.info["fps"]), int(state.info["frames"])
         parts = scene_parts(frames, cuts, math.ceil(self.curation.min_part_s * fps))
         if self.curation.scene_cuts == "reject" or state.record.parent_clip_id or not parts:
-            state.reject(self.name, "scene_cut")
+            state.reject(self.name, "scene_cut", "scene_cut")
             return
         state.info["parts"] = [list(part) for part in parts]
         state.split(self.name, f"split at scene cut frame(s) {', '.join(map(str, cuts))} "
