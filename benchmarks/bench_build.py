@@ -271,14 +271,15 @@ def main() -> None:
     if args.clips < 0:
         parser.error("--clips must be 0 (the sample) or more")
     console = Console() if Console().is_terminal else Console(width=160)
-    from pipelines.build import init_ray, load_records
+    from pipelines.build import load_records
+    from pipelines.runtime import init_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp_name, \
             ProcessPoolExecutor(1, mp_context=get_context("spawn")) as child:
         root = Path(tmp_name)
         workload = (write_workload(root / "workload", args.clips) if args.clips
                     else Workload(str(sample.default_mirror())))
-        records = load_records(workload.config("unused", "unused").resolved())
+        records, _ = load_records(workload.config("unused", "unused").resolved())
         what = f"{len(records)} clips from the sample's videos" if args.clips else "the sample"
         console.print(f"1-minute load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
                       f"{what}: {len(records)} clips")

@@ -28,7 +28,8 @@ from rich.table import Table
 
 from aniportrait.media.probe import probe
 from datasets_spec import sample
-from pipelines.build import init_ray, run_build
+from pipelines.build import run_build
+from pipelines.runtime import init_ray
 from pipelines.config import BuildConfig
 
 REPO = Path(__file__).resolve().parent.parent

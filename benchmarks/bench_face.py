@@ -484,7 +484,7 @@ def main() -> None:
 
     import ray
 
-    from pipelines.build import init_ray
+    from pipelines.runtime import init_ray
 
     ray_started = time.perf_counter()
     init_ray(None)

@@ -21,7 +21,7 @@ from test_build import SAMPLE_IDS, _build, _outputs, local_ray  # noqa: F401 (lo
 
 from aniportrait.media.probe import MediaError, run_tool
 from datasets_spec import sample
-from pipelines.stages.base import is_disk_full
+from pipelines.runtime import is_disk_full
 
 pytestmark = pytest.mark.slow
 

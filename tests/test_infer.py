@@ -19,11 +19,12 @@ from aniportrait.audio import SAMPLE_RATE, load_audio
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings
 from aniportrait.media.probe import count_video_frames, probe
+from aniportrait.retarget import resampled_length, tile_mirrored
 from pipelines.inference.batch import InferSettings
 from pipelines.inference.jobs import Job, JobTableError, read_jobs
 from pipelines.inference.outputs import output_path, write_video
 from pipelines.inference.report import REPORT_NAME
-from pipelines.inference.reenact import reenact, resampled_length, tile_mirrored
+from pipelines.inference.reenact import reenact
 
 EXIT_PARTIAL = 3
 SIZE = 64
@@ -182,7 +183,7 @@ def infer_run(media_dir: Path, speech: dict[int, Path], tiny_wav2vec2: Path,
     and exactly 10 s, a 1 s reenactment, a text file as portrait and an image without a face;
     then the same command again."""
     from cli import app
-    from pipelines.build import init_ray
+    from pipelines.runtime import init_ray
 
     folder = tmp_path_factory.mktemp("infer")
     source = folder / "source_1s.mp4"

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from aniportrait.audio import frame_count, load_audio  # noqa: E402
-from pipelines.inference.audio2lmk import Audio2Lmk, PortraitFace, portrait_face, pose_images  # noqa: E402
+from aniportrait.retarget import PortraitFace  # noqa: E402
+from pipelines.inference.audio2lmk import Audio2Lmk, portrait_face, pose_images  # noqa: E402
 from pipelines.inference.batch import read_portrait  # noqa: E402
 
 SIZE = 512

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from aniportrait.audio import frame_count, normalize
 from aniportrait.geometry import NUM_VERTICES, landmarks_to_mesh, project_points
 from aniportrait.pose import smooth_pose
 from aniportrait.render import draw_pose_image
+from aniportrait.retarget import FPS, Motion, PortraitFace, tile_mirrored
 
 logger = logging.getLogger(__name__)
 
@@ -34,25 +34,6 @@ POSE_SMOOTH = 7
 POSE_CHUNK_SECONDS = 5.0
 #: Weight scale of the random tiny mesh head (the trained init is zero: it would not move).
 _TINY_MESH_STD = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class PortraitFace:
-    """The portrait's face: canonical mesh (468, 3), canonical -> camera pose (4, 4), image size."""
-
-    lmks3d: np.ndarray
-    trans_mat: np.ndarray
-    width: int
-    height: int
-
-
-@dataclass(frozen=True, slots=True)
-class Motion:
-    """Per video frame: mesh (T, 468, 3), 6D pose (T, 6), projected landmarks (T, 468, 2) in pixels."""
-
-    mesh: np.ndarray
-    pose6d: np.ndarray
-    lmks2d: np.ndarray
 
 
 def portrait_face(image_rgb: np.ndarray, face_model: str | None = None) -> PortraitFace:
@@ -89,8 +70,6 @@ def pose_images(lmks2d: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def fit_pose(pose: np.ndarray, frames: int) -> np.ndarray:
     """A given pose sequence (L, 6) fitted to ``frames``: as is, or played forth and back and tiled."""
-    from pipelines.inference.reenact import tile_mirrored
-
     pose = np.asarray(pose, np.float64)
     if pose.ndim != 2 or pose.shape[1] != 6 or len(pose) == 0:
         raise ValueError(f"a pose sequence must be (L, 6) with L >= 1, got {pose.shape}")
@@ -153,7 +132,7 @@ class Audio2Lmk:
             pose.set_audio_encoder(encoder)
         return cls(mesh, pose)
 
-    def motion(self, wave16k: np.ndarray, reference: PortraitFace, fps: float = 30.0,
+    def motion(self, wave16k: np.ndarray, reference: PortraitFace, fps: float = FPS,
                pose: np.ndarray | None = None, *, pose_id: int = 0) -> Motion:
         """Mesh, head pose and pixel landmarks per frame (``ceil(seconds * fps)`` frames) of 16 kHz mono audio.
 

@@ -35,13 +35,14 @@ import numpy as np
 from rich.console import Console
 
 from aniportrait.media.probe import probe
+from aniportrait.retarget import FPS, PortraitFace
 from aniportrait.storage import write_local_atomic
-from pipelines.inference.audio2lmk import PortraitFace, portrait_face, pose_images
+from pipelines.inference.audio2lmk import portrait_face, pose_images
 from pipelines.inference.jobs import KIND_AUDIO, Job
 from pipelines.inference.outputs import marker_path, output_path, read_marker, write_video
 from pipelines.inference.reenact import reenact, reference_pose
-from pipelines.inference.report import FPS, STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, report_row, write_report
-from pipelines.stages.base import describe_error
+from pipelines.inference.report import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, report_row, write_report
+from pipelines.runtime import describe_error
 
 TINY_WARNING = ("TINY RANDOM MODELS (--tiny-random): the videos are noise from untrained models, "
                 "made to test the pipeline, not real animations")
@@ -327,7 +328,7 @@ def run_infer(jobs: list[Job], out: str, settings: InferSettings, *, address: st
     """
     import ray
 
-    from pipelines.build import init_ray
+    from pipelines.runtime import init_ray
     from pipelines.progress import make_progress
 
     started = time.perf_counter()

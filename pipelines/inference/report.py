@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from aniportrait.retarget import FPS
 from aniportrait.storage import local_atomic_path
 from pipelines.inference.jobs import Job
 
-FPS = 30.0
 REPORT_NAME = "jobs_report.parquet"
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
 

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
-from aniportrait.media.download import DownloadError
-from aniportrait.media.probe import MediaError
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipState
 from aniportrait.storage import OutputError
 from pipelines.config import config_hash
+from pipelines.runtime import describe_error, is_disk_full
 from pipelines.workarea import WorkArea
 
 log = logging.getLogger(__name__)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line, readable reason for the manifest (no traceback).
-
-    Errors the stages raise on purpose speak for themselves; anything else (a bug) is
-    prefixed with its exception type.
-    """
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if text and isinstance(exc, (MediaError, DownloadError, ValueError, OSError)):
-        return text
-    return f"{type(exc).__name__}: {text or 'no message'}"
-
-
-#: errno values of a full disk, an exhausted quota and the file-size limit (RLIMIT_FSIZE).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-#: How ffmpeg's messages (``MediaError``) name the same errors.
-DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says there is no room to write: a problem of the machine, not of a clip."""
-    if isinstance(exc, OSError):
-        return exc.errno in DISK_FULL_ERRNOS
-    return isinstance(exc, MediaError) and any(text in str(exc) for text in DISK_FULL_TEXTS)
 
 
 def is_clips_fault(exc: BaseException) -> bool:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aniportrait.schema import ClipState
-from pipelines.stages.base import ClipStage, describe_error, is_disk_full
+from pipelines.runtime import describe_error, is_disk_full
+from pipelines.stages.base import ClipStage
 
 #: Ray Data column holding each clip's metrics (JSON, like ``state``).
 METRICS_COLUMN = "metrics"

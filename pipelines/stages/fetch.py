@@ -22,7 +22,7 @@ from aniportrait.ids import contained_join
 from aniportrait.media.download import DownloadError, download_video, find_in_mirror
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipRecord, ClipState
-from pipelines.stages.base import describe_error
+from pipelines.runtime import describe_error
 from pipelines.workarea import WorkArea
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,70 @@
+"""What every Ray job of this package shares: starting Ray, and the error contract.
+
+The build and batch inference both connect with :func:`init_ray`, record an error a
+stage raised on purpose as one readable line (:func:`describe_error`), and tell a full
+disk (a problem of the machine: stop, a rerun resumes) from a bad input (recorded on the
+clip or job: go on) with :func:`is_disk_full`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import ray
+
+from aniportrait.media.download import DownloadError
+from aniportrait.media.probe import MediaError
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to ``address`` or start a local Ray; quiet Ray Data's own progress bars.
+
+    With ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``) no runtime_env is
+    sent: every node must have this package and ffmpeg installed (the same image), and
+    the work directory must be a filesystem every node and this driver see, or an object
+    store URI (see :mod:`pipelines.workarea`). Errors
+    raised in workers (e.g. :class:`~aniportrait.storage.OutputError` from a shard
+    upload) reach the driver as their own type, not wrapped by Ray Data.
+    """
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, configure_logging=True,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.raise_original_map_exception = True
+    # That exception is the report: Ray Data's console copy of its stack trace would bury
+    # the one-line message the CLI prints (ray-data.log in the session keeps it).
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and _below_error not in handler.filters:
+            handler.addFilter(_below_error)
+
+
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.ERROR
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, readable reason for the manifest (no traceback).
+
+    Errors the stages raise on purpose speak for themselves; anything else (a bug) is
+    prefixed with its exception type.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if text and isinstance(exc, (MediaError, DownloadError, ValueError, OSError)):
+        return text
+    return f"{type(exc).__name__}: {text or 'no message'}"
+
+
+#: errno values of a full disk, an exhausted quota and the file-size limit (RLIMIT_FSIZE).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: How ffmpeg's messages (``MediaError``) name the same errors.
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says there is no room to write: a problem of the machine, not of a clip."""
+    if isinstance(exc, OSError):
+        return exc.errno in DISK_FULL_ERRNOS
+    return isinstance(exc, MediaError) and any(text in str(exc) for text in DISK_FULL_TEXTS)
