@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from datasets_spec import DATASETS, UnknownDatasetError
+from datasets_spec import get as get_dataset
 from pipelines.inference.cli_infer import infer
 from pipelines.inference.cli_predict import predict_landmarks
 from pipelines.training.cli_audio2lmk import train_app
@@ -46,7 +48,7 @@ def _fail_setup(message: str) -> typer.Exit:
 
 @app.command()
 def build(
-    dataset: Annotated[str, typer.Option(help="Dataset: sample, hdtf, celebvhq or vfhq.")] = "sample",
+    dataset: Annotated[str, typer.Option(help=f"Dataset: {', '.join(sorted(DATASETS))} (see `aniportrait-data datasets`).")] = "sample",
     out: Annotated[Optional[str], typer.Option(help="Output directory or URI (s3://..., gs://...); default out/<dataset>.")] = None,
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata file or folder (VFHQ meta_info, CelebV-HQ json, HDTF lists).")] = None,
     mirror: Annotated[Optional[Path], typer.Option(help="Folder of already-downloaded source videos named <youtube id>.<ext> (HDTF also <video name>.<ext>).")] = None,
@@ -88,10 +90,11 @@ def build(
     missing = missing_ffmpeg()
     if missing:
         raise _fail_setup(missing)
-    if dataset == "sample" and mirror is None:
-        from datasets_spec import sample
-
-        mirror = sample.default_mirror()
+    try:
+        spec = get_dataset(dataset)
+    except UnknownDatasetError as exc:
+        raise _fail_setup(str(exc)) from exc
+    mirror = mirror or spec.default_mirror
     out = out or f"out/{dataset}"
     if work_dir is None:
         from pipelines.workarea import default_work_dir
@@ -105,7 +108,7 @@ def build(
             **_shard_limit(shard_samples, shard_size), keep_rejected=keep_rejected, retry_failed=retry_failed,
             download_retries=retries,
             face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
-            min_face_rate=min_face_rate, wav2vec2=_audio_model(dataset, wav2vec2),
+            min_face_rate=min_face_rate, wav2vec2=_audio_model(spec.audio_features_by_default, wav2vec2),
             curation=load_curation(curation, filter=[filter_rules] if filter_rules else None, scene_cuts=scene_cuts,
                                    fix_sync=fix_sync, min_frames=min_frames,
                                    max_second_face_rate=max_second_face_rate),
@@ -136,13 +139,14 @@ def _shard_limit(shard_samples: int | None, shard_size: str | None) -> dict[str,
     return {"shard_samples": samples, "shard_bytes": size}
 
 
-def _audio_model(dataset: str, wav2vec2: str | None) -> str | None:
-    """The wav2vec2 checkpoint to use, or ``None`` to skip audio features (and say so)."""
+def _audio_model(by_default: bool, wav2vec2: str | None) -> str | None:
+    """The wav2vec2 checkpoint to use (``by_default``: the dataset's ``audio_features_by_default``),
+    or ``None`` to skip audio features (and say so)."""
     from aniportrait.audio import DEFAULT_WAV2VEC2
 
     if wav2vec2 and wav2vec2.lower() == "none":
         wav2vec2 = None
-    elif wav2vec2 is None and dataset != "sample":
+    elif wav2vec2 is None and by_default:
         wav2vec2 = DEFAULT_WAV2VEC2
     if wav2vec2 is None:
         console.print("[yellow]audio features skipped[/]: no wav2vec2 weights (give --wav2vec2 PATH_OR_HUB_ID)")
@@ -188,6 +192,20 @@ def scores() -> None:
     aliases = {target: name for name, target in ALIASES.items()}
     for name, meaning in SCORES.items():
         table.add_row(name, aliases.get(name, ""), meaning)
+    Console().print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets --dataset can name: licence, metadata, mirror file names, homepage."""
+    from rich.table import Table
+
+    table = Table(title="datasets for build --dataset")
+    for column in ("dataset", "licence", "metadata", "mirror files", "homepage"):
+        table.add_column(column, overflow="fold")
+    for name, spec in sorted(DATASETS.items()):
+        licence = spec.licence.hub_id + (f" / {spec.licence.name}" if spec.licence.name else "")
+        table.add_row(name, licence, spec.metadata_note, spec.mirror_naming, spec.homepage)
     Console().print(table)
 
 

@@ -33,6 +33,7 @@ from aniportrait.ids import is_safe_id, safe_id
 from aniportrait.schema import ClipRecord, CropSpec
 from datasets_spec.errors import MetadataError, dedupe_entry_ids, report
 from datasets_spec.integrity import git_blob_sha1
+from datasets_spec.spec import VIDEOS_NOTE, DatasetSpec, Licence, register
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +228,22 @@ def _record(
         provenance={"file": path.name, "key": key},
         extra=_extra(clip, appearance, action, fail),
     )
+
+
+SPEC = register(DatasetSpec(
+    name=DATASET,
+    prepare=prepare,
+    licence=Licence("other", "celebv-hq",
+                    "CelebV-HQ (Zhu et al., ECCV 2022, https://github.com/CelebV-HQ/CelebV-HQ) is for "
+                    "non-commercial research only and its metadata may not be redistributed. " + VIDEOS_NOTE),
+    citation="""@inproceedings{zhu2022celebvhq,
+  title={{CelebV-HQ}: A Large-Scale Video Facial Attributes Dataset},
+  author={Zhu, Hao and Wu, Wayne and Zhu, Wentao and Jiang, Liming and Tang, Siwei and Zhang, Li and Liu, Ziwei and Loy, Chen Change},
+  booktitle={European Conference on Computer Vision (ECCV)},
+  year={2022}
+}""",
+    homepage="https://github.com/CelebV-HQ/CelebV-HQ",
+    mirror_naming="<youtube id>.<ext>",
+    metadata_note=("--metadata celebvhq_info.json, never shipped (not redistributable); "
+                   "celebvhq.download_metadata(DIR) fetches it and checks its git blob id"),
+))

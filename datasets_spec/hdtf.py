@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from aniportrait.ids import is_safe_id, safe_id
 from aniportrait.schema import ClipRecord, CropSpec
 from datasets_spec.errors import MetadataError, dedupe_entry_ids, report
+from datasets_spec.spec import VIDEOS_NOTE, DatasetSpec, Licence, register
 
 log = logging.getLogger(__name__)
 
@@ -375,3 +376,22 @@ def _unreadable_errors(times: _List | None, unreadable: list[MetadataError]) -> 
         for line in (*times.first.values(), *times.repeats)
         for k in range(len(line.fields))
     ]
+
+
+SPEC = register(DatasetSpec(
+    name=DATASET,
+    prepare=prepare,
+    licence=Licence("cc-by-4.0", None,
+                    "The HDTF clip lists are CC BY 4.0 (Zhang, Li, Ding, Fan, CVPR 2021, "
+                    "https://github.com/MRzzm/HDTF). " + VIDEOS_NOTE),
+    citation="""@inproceedings{zhang2021flow,
+  title={Flow-Guided One-Shot Talking Face Generation With a High-Resolution Audio-Visual Dataset},
+  author={Zhang, Zhimeng and Li, Lincheng and Ding, Yu and Fan, Changjie},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
+  pages={3661--3670},
+  year={2021}
+}""",
+    homepage="https://github.com/MRzzm/HDTF",
+    mirror_naming="<youtube id>.<ext> or <video name>.<ext> (e.g. Radio11.mp4)",
+    metadata_note="the 15 official lists ship as package data (CC BY 4.0); --metadata DIR for another copy",
+))

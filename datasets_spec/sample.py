@@ -15,6 +15,7 @@ from pathlib import Path
 from aniportrait.schema import ClipRecord
 from datasets_spec import hdtf
 from datasets_spec.errors import MetadataError
+from datasets_spec.spec import DatasetSpec, Licence, register
 
 DATASET = "sample"
 DATA_DIR = Path(__file__).parent / "data" / "sample"
@@ -32,3 +33,20 @@ def prepare(
     directory = DATA_DIR if metadata is None else Path(metadata)
     records = hdtf.prepare(directory, split=split, subsets=("SAMPLE",), errors=errors)
     return [dataclasses.replace(r, dataset=DATASET) for r in records]
+
+
+SPEC = register(DatasetSpec(
+    name=DATASET,
+    prepare=prepare,
+    licence=Licence("other", "cc-by-4.0-and-apache-2.0",
+                    "`Radio10` is an HDTF clip (CC BY 4.0, Zhang et al., CVPR 2021, "
+                    "https://github.com/MRzzm/HDTF, YouTube id ZoRK17RCZHY); `LylTalking` is the right half of "
+                    "the official AniPortrait demo asset (Apache-2.0, https://github.com/Zejun-Yang/AniPortrait). "
+                    "The clip lists were written for aniportrait-data (Apache-2.0)."),
+    citation=hdtf.SPEC.citation,
+    homepage="datasets_spec/data/sample/NOTICE.md",
+    mirror_naming="<video name>.mp4 in the shipped mirror (Radio10.mp4, LylTalking.mp4)",
+    metadata_note="shipped (HDTF list format), sources shipped in data/sample/mirror/",
+    default_mirror=default_mirror(),
+    audio_features_by_default=False,
+))

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from aniportrait.ids import is_safe_id, safe_id
 from aniportrait.schema import ClipRecord, CropSpec
 from datasets_spec.errors import MetadataError, dedupe_entry_ids, report
+from datasets_spec.spec import VIDEOS_NOTE, DatasetSpec, Licence, register
 
 DATASET = "vfhq"
 _PERSON = re.compile(r"^P(\d+)$")
@@ -183,3 +184,21 @@ def _crop(values: list[str], width: int, height: int, path: Path, number: int) -
         return CropSpec(kind="pixels", x0=x0, y0=y0, x1=x1, y1=y1, ref_width=width, ref_height=height)
     except ValueError as exc:
         raise MetadataError(f"bad CROP box {' '.join(values)!r}: {exc}", path=path, line=number) from None
+
+
+SPEC = register(DatasetSpec(
+    name=DATASET,
+    prepare=prepare,
+    licence=Licence("other", "vfhq",
+                    "VFHQ (Xie et al., CVPR Workshops 2022, https://liangbinxie.github.io/projects/vfhq/) is for "
+                    "non-commercial research only, without redistribution. " + VIDEOS_NOTE),
+    citation="""@inproceedings{xie2022vfhq,
+  title={{VFHQ}: A High-Quality Dataset and Benchmark for Video Face Super-Resolution},
+  author={Xie, Liangbin and Wang, Xintao and Zhang, Honglun and Dong, Chao and Shan, Ying},
+  booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops (CVPRW)},
+  year={2022}
+}""",
+    homepage="https://liangbinxie.github.io/projects/vfhq/",
+    mirror_naming="<youtube id>.<ext>",
+    metadata_note="--metadata DIR of the official per-clip meta_info files, never shipped (not redistributable)",
+))

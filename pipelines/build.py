@@ -40,6 +40,7 @@ from pipelines.pack import (
 )
 from pipelines.progress import failure_table, make_progress, summary_table
 from pipelines.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
+from pipelines.runtime import init_ray
 from pipelines.stages.audio import AudioFeatures, model_revision
 from pipelines.stages.base import ClipStage
 from pipelines.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
@@ -92,9 +93,10 @@ def load_records(cfg: BuildConfig) -> tuple[list[ClipRecord], list[ClipState]]:
     """The dataset's readable clip records, and a failed state for every metadata entry that
     could not be read (``--strict-metadata``: the first such entry stops the build), both
     sorted by clip id and cut together to the first ``--limit`` entries."""
-    spec = datasets_spec.DATASETS.get(cfg.dataset)
-    if spec is None:
-        raise SetupError(f"unknown dataset {cfg.dataset!r}; choose one of {', '.join(sorted(datasets_spec.DATASETS))}")
+    try:
+        spec = datasets_spec.get(cfg.dataset)
+    except datasets_spec.UnknownDatasetError as exc:
+        raise SetupError(str(exc)) from exc
     errors: list[MetadataError] | None = None if cfg.strict_metadata else []
     try:
         records = spec.prepare(cfg.metadata, split=cfg.split, errors=errors)
@@ -152,34 +154,6 @@ def sub_clips(states: list[ClipState], fps: float) -> list[ClipRecord]:
     """The records of the shots that clips split at scene cuts were replaced by."""
     return [state.record.part(first, end, fps)
             for state in states if state.status == STATUS_SPLIT for first, end in state.info["parts"]]
-
-
-def init_ray(address: str | None) -> None:
-    """Connect to ``address`` or start a local Ray; quiet Ray Data's own progress bars.
-
-    With ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``) no runtime_env is
-    sent: every node must have this package and ffmpeg installed (the same image), and
-    the work directory must be a filesystem every node and this driver see, or an object
-    store URI (see :mod:`pipelines.workarea`). Errors
-    raised in workers (e.g. :class:`~aniportrait.storage.OutputError` from a shard
-    upload) reach the driver as their own type, not wrapped by Ray Data.
-    """
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, configure_logging=True,
-                 logging_level=logging.WARNING, log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    context.raise_original_map_exception = True
-    # That exception is the report: Ray Data's console copy of its stack trace would bury
-    # the one-line message the CLI prints (ray-data.log in the session keeps it).
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler) and _below_error not in handler.filters:
-            handler.addFilter(_below_error)
-
-
-def _below_error(record: logging.LogRecord) -> bool:
-    return record.levelno < logging.ERROR
 
 
 def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:

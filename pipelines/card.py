@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
+import datasets_spec
 from aniportrait.storage import OutputDir
+from datasets_spec.spec import VIDEOS_NOTE, Licence
 from pipelines.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
 from pipelines.export import iter_samples
 from pipelines.pack import read_manifest, read_release
@@ -33,34 +35,8 @@ FAILURE_ROWS = 20
 _SHARD_NAME = re.compile(r"^(.+)-\d{6}\.tar$")
 
 
-@dataclass(frozen=True)
-class Licence:
-    """How a source dataset may be used: the Hub licence id and the card's paragraph."""
-
-    hub_id: str
-    name: str | None
-    text: str
-
-
-_VIDEOS_NOTE = ("The clips are cut from YouTube videos, which keep their own terms: check them before any use "
-                "beyond research, and honour takedown requests.")
-LICENCES = {
-    "hdtf": Licence("cc-by-4.0", None,
-                    "The HDTF clip lists are CC BY 4.0 (Zhang, Li, Ding, Fan, CVPR 2021, "
-                    "https://github.com/MRzzm/HDTF). " + _VIDEOS_NOTE),
-    "sample": Licence("other", "cc-by-4.0-and-apache-2.0",
-                      "`Radio10` is an HDTF clip (CC BY 4.0, Zhang et al., CVPR 2021, "
-                      "https://github.com/MRzzm/HDTF, YouTube id ZoRK17RCZHY); `LylTalking` is the right half of "
-                      "the official AniPortrait demo asset (Apache-2.0, https://github.com/Zejun-Yang/AniPortrait). "
-                      "The clip lists were written for aniportrait-data (Apache-2.0)."),
-    "celebvhq": Licence("other", "celebv-hq",
-                        "CelebV-HQ (Zhu et al., ECCV 2022, https://github.com/CelebV-HQ/CelebV-HQ) is for "
-                        "non-commercial research only and its metadata may not be redistributed. " + _VIDEOS_NOTE),
-    "vfhq": Licence("other", "vfhq",
-                    "VFHQ (Xie et al., CVPR Workshops 2022, https://liangbinxie.github.io/projects/vfhq/) is for "
-                    "non-commercial research only, without redistribution. " + _VIDEOS_NOTE),
-}
-UNKNOWN_LICENCE = Licence("other", "see-source", "Check the licence of the source dataset and videos. " + _VIDEOS_NOTE)
+#: The licence of a release whose dataset is not registered.
+UNKNOWN_LICENCE = Licence("other", "see-source", "Check the licence of the source dataset and videos. " + VIDEOS_NOTE)
 
 ANIPORTRAIT_BIBTEX = """@misc{wei2024aniportrait,
   title={AniPortrait: Audio-Driven Synthesis of Photorealistic Portrait Animations},
@@ -70,29 +46,6 @@ ANIPORTRAIT_BIBTEX = """@misc{wei2024aniportrait,
   archivePrefix={arXiv},
   primaryClass={cs.CV}
 }"""
-SOURCE_BIBTEX = {
-    "hdtf": """@inproceedings{zhang2021flow,
-  title={Flow-Guided One-Shot Talking Face Generation With a High-Resolution Audio-Visual Dataset},
-  author={Zhang, Zhimeng and Li, Lincheng and Ding, Yu and Fan, Changjie},
-  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition},
-  pages={3661--3670},
-  year={2021}
-}""",
-    "celebvhq": """@inproceedings{zhu2022celebvhq,
-  title={{CelebV-HQ}: A Large-Scale Video Facial Attributes Dataset},
-  author={Zhu, Hao and Wu, Wayne and Zhu, Wentao and Jiang, Liming and Tang, Siwei and Zhang, Li and Liu, Ziwei and Loy, Chen Change},
-  booktitle={European Conference on Computer Vision (ECCV)},
-  year={2022}
-}""",
-    "vfhq": """@inproceedings{xie2022vfhq,
-  title={{VFHQ}: A High-Quality Dataset and Benchmark for Video Face Super-Resolution},
-  author={Xie, Liangbin and Wang, Xintao and Zhang, Honglun and Dong, Chao and Shan, Ying},
-  booktitle={IEEE/CVF Conference on Computer Vision and Pattern Recognition Workshops (CVPRW)},
-  year={2022}
-}""",
-}
-SOURCE_BIBTEX["sample"] = SOURCE_BIBTEX["hdtf"]
-
 MEMBER_NOTES = {
     "json": "clip metadata: source record (video id, time span, crop) and measured facts (`info`)",
     "mp4": "the face crop, H.264",
@@ -155,7 +108,7 @@ def yaml_header(release: dict[str, Any], samples: int) -> str:
     """The Hugging Face metadata block, shards wired to the WebDataset loader (clips a
     curation rule rejected, when shipped, are a second config ``rejected``)."""
     dataset, split = release["dataset"], release["split"]
-    licence = LICENCES.get(dataset, UNKNOWN_LICENCE)
+    licence = dataset_licence(dataset)
     lines = ["---", f"pretty_name: {_q(f'AniPortrait training clips ({dataset})')}", f"license: {licence.hub_id}"]
     if licence.name:
         lines.append(f"license_name: {licence.name}")
@@ -279,16 +232,23 @@ def loading_section(release: dict[str, Any]) -> list[str]:
             "every shard with its sha256, size and sample count.", ""]
 
 
+def dataset_licence(dataset: str) -> Licence:
+    """The registered dataset's licence, or :data:`UNKNOWN_LICENCE`."""
+    spec = datasets_spec.DATASETS.get(dataset)
+    return spec.licence if spec else UNKNOWN_LICENCE
+
+
 def licence_section(dataset: str) -> list[str]:
-    licence = LICENCES.get(dataset, UNKNOWN_LICENCE)
+    licence = dataset_licence(dataset)
     return ["## Licence and attribution", "", licence.text, "",
             "Landmarks, mesh and blendshapes come from the MediaPipe FaceLandmarker (Apache-2.0, Google LLC).", ""]
 
 
 def citation_section(dataset: str) -> list[str]:
     lines = ["## Citation", "", "The data layout follows AniPortrait:", "", "```bibtex", ANIPORTRAIT_BIBTEX, "```", ""]
-    if dataset in SOURCE_BIBTEX:
-        lines += ["Source dataset:", "", "```bibtex", SOURCE_BIBTEX[dataset], "```", ""]
+    spec = datasets_spec.DATASETS.get(dataset)
+    if spec:
+        lines += ["Source dataset:", "", "```bibtex", spec.citation, "```", ""]
     return lines
 
 

@@ -26,10 +26,11 @@ def _by_id(records: list[ClipRecord]) -> dict[str, ClipRecord]:
 
 
 def test_package_api() -> None:
-    assert {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq, "sample": sample} == datasets_spec.DATASETS
+    modules = {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq, "sample": sample}
+    assert {name: module.SPEC for name, module in modules.items()} == datasets_spec.DATASETS
     assert issubclass(MetadataError, ValueError)
-    for module in datasets_spec.DATASETS.values():
-        assert callable(module.prepare)
+    for name, module in modules.items():
+        assert module.SPEC.name == name and module.SPEC.prepare is module.prepare
         assert "Licen" in (module.__doc__ or "")
 
 
