@@ -47,6 +47,47 @@ def frame_count(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) ->
     return math.ceil(num_samples / sample_rate * fps)
 
 
+def frame_aligned_cnn(model, input_values, num_frames: int):
+    """The wav2vec2 CNN features (~50 Hz) of ``input_values`` (B, samples), linearly
+    interpolated (``align_corners=True``) to ``num_frames`` rows: (B, num_frames, C).
+
+    ``model`` is a transformers ``Wav2Vec2Model`` (or a subclass); the alignment happens
+    BEFORE the transformer encoder (:func:`encode_aligned`), as the official Audio2Lmk does.
+    The build's features (:class:`Wav2Vec2Features`) and the encoder inside Audio2Mesh and
+    Audio2Pose (``models.wav2vec.AudioEncoder``) both go through here.
+    """
+    import torch.nn.functional as F
+
+    cnn = model.feature_extractor(input_values)                                  # (B, C, ~50 Hz)
+    return F.interpolate(cnn, size=int(num_frames), mode="linear", align_corners=True).transpose(1, 2)
+
+
+def encode_aligned(model, aligned, attention_mask=None):
+    """The transformer encoder's ``last_hidden_state`` (B, T, hidden) of frame-aligned CNN
+    features (B, T, C): feature projection, SpecAugment (training mode only, as transformers
+    does), encoder."""
+    hidden, _ = model.feature_projection(aligned)
+    hidden = model._mask_hidden_states(hidden, attention_mask=attention_mask)
+    return model.encoder(hidden, attention_mask=attention_mask).last_hidden_state
+
+
+def load_wav2vec2(model: str):  # -> transformers.Wav2Vec2Model
+    """A pretrained ``Wav2Vec2Model`` from a local directory or a hub id (``--wav2vec2``).
+
+    Offline, a hub id that is not cached raises :class:`ModelLoadError` saying how to fix it.
+    """
+    from transformers import Wav2Vec2Model
+
+    try:
+        return Wav2Vec2Model.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot load wav2vec2 model {model!r} ({str(exc).splitlines()[0]}); pass "
+            "--wav2vec2 with a local directory holding a saved Wav2Vec2Model (config.json + weights) "
+            "or a hub id that is reachable or already cached"
+        ) from exc
+
+
 class Wav2Vec2Features:
     """wav2vec2 features aligned to video frames; the model loads lazily on first use.
 
@@ -60,17 +101,7 @@ class Wav2Vec2Features:
 
     @cached_property
     def model(self):  # -> transformers.Wav2Vec2Model
-        from transformers import Wav2Vec2Model
-
-        try:
-            model = Wav2Vec2Model.from_pretrained(self.model_name)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(
-                f"cannot load wav2vec2 model {self.model_name!r} ({str(exc).splitlines()[0]}); pass "
-                "--wav2vec2 with a local directory holding a saved Wav2Vec2Model (config.json + weights) "
-                "or a hub id that is reachable or already cached"
-            ) from exc
-        return model.to(self.device).eval()
+        return load_wav2vec2(self.model_name).to(self.device).eval()
 
     def __call__(self, wave: np.ndarray, num_frames: int) -> np.ndarray:
         """Features (num_frames, hidden) float32 of a normalised 16 kHz mono ``wave``."""
@@ -93,12 +124,10 @@ class Wav2Vec2Features:
             aligned = []
             for wave, frames in zip(waves, num_frames):
                 values = torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None].to(self.device)
-                cnn = self.model.feature_extractor(values)                 # (1, C, ~50 Hz)
-                aligned.append(F.interpolate(cnn, size=frames, mode="linear", align_corners=True)[0].T)
+                aligned.append(frame_aligned_cnn(self.model, values, frames)[0])  # (frames, C)
             longest = max(num_frames)
             padded = torch.stack([F.pad(a, (0, 0, 0, longest - len(a))) for a in aligned])
             mask = torch.stack([torch.arange(longest, device=self.device) < n for n in num_frames])
-            hidden, _ = self.model.feature_projection(padded)               # (B, T, hidden)
-            encoded = self.model.encoder(hidden, attention_mask=mask if len(waves) > 1 else None)
-            states = encoded.last_hidden_state.float().cpu().numpy()
+            encoded = encode_aligned(self.model, padded, mask if len(waves) > 1 else None)
+            states = encoded.float().cpu().numpy()
         return [states[i, :n] for i, n in enumerate(num_frames)]

@@ -53,7 +53,10 @@ def relative_poses(mats: np.ndarray) -> np.ndarray:
 
 def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``values`` (N, ...) with the rows where ``valid`` is False linearly interpolated in time
-    from the valid rows (the ends hold the nearest valid row)."""
+    from the valid rows (the ends hold the nearest valid row), as float64.
+
+    Serves 1-D series too: the sync estimate fills the mouth opening's NaN frames with
+    ``fill_gaps(mouth, np.isfinite(mouth))``. No valid row raises :class:`ValueError`."""
     valid = np.asarray(valid, bool)
     if not valid.any():
         raise ValueError("no valid frame to interpolate from")

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import signal
 
 from aniportrait.media.probe import MediaError
+from aniportrait.pose import fill_gaps
 
 # Inner-lip landmark pairs (upper, lower) of the MediaPipe face mesh, centre and both sides.
 INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
@@ -218,15 +219,6 @@ def speech_envelope(samples: np.ndarray, sample_rate: int, fps: float, frames: i
     return np.where(count > 0, (power[stop] - power[start]) / np.maximum(count, 1), 0.0)
 
 
-def _fill_gaps(values: np.ndarray) -> np.ndarray:
-    """Linear interpolation over NaN entries (nearest value at the ends)."""
-    ok = np.isfinite(values)
-    if ok.all():
-        return values
-    index = np.arange(len(values))
-    return np.interp(index, index[ok], values[ok])
-
-
 def _lagged_correlations(mouth: np.ndarray, energy: np.ndarray, max_offset: int) -> np.ndarray:
     """Pearson correlation of ``mouth[t]`` with ``energy[t + k]`` for ``k = -max_offset..max_offset``."""
     frames = len(mouth)
@@ -282,7 +274,7 @@ def estimate_sync(mouth: np.ndarray, envelope: np.ndarray, *, max_offset: int = 
         reason = "no face to measure the mouth" if not seen.any() else (
             "audio is silent: no sync estimate" if frames and np.ptp(energy) == 0 else "no mouth motion to measure")
         return SyncEstimate(0, math.nan, math.nan, False, reason)
-    mouth_filled = _fill_gaps(mouth)
+    mouth_filled = fill_gaps(mouth, seen)
     span = max(1, min(max_offset, (frames - 1) // 3))
     scores = _lagged_correlations(mouth_filled, energy, span)
     best = int(np.argmax(scores))

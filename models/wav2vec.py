@@ -2,7 +2,9 @@
 
 A transformers ``Wav2Vec2Model`` whose forward interpolates the CNN features (~50 Hz) to
 the video frame count (``align_corners=True``) BEFORE the transformer encoder, as the
-official AniPortrait code does, so the output has one row per video frame.
+official AniPortrait code does, so the output has one row per video frame. The alignment and
+the encoder pass are :func:`aniportrait.audio.frame_aligned_cnn` and
+:func:`aniportrait.audio.encode_aligned`, the same the build's cached features go through.
 
 The positional convolution keeps transformers' parametrized weight norm, but the state
 dict names its parts ``encoder.pos_conv_embed.conv.weight_g / weight_v`` exactly as the
@@ -14,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from aniportrait.audio import ModelLoadError
+from aniportrait.audio import encode_aligned, frame_aligned_cnn, load_wav2vec2
 
 _PARAMETRIZED = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
 
@@ -49,11 +50,7 @@ class AudioEncoder(Wav2Vec2Model):
 
     def forward(self, input_values: torch.Tensor, seq_len: int) -> torch.Tensor:  # type: ignore[override]
         """Hidden states (B, seq_len, hidden) of normalised 16 kHz audio (B, samples)."""
-        cnn = self.feature_extractor(input_values)                               # (B, C, ~50 Hz)
-        aligned = F.interpolate(cnn, size=int(seq_len), mode="linear", align_corners=True).transpose(1, 2)
-        hidden, _ = self.feature_projection(aligned)
-        hidden = self._mask_hidden_states(hidden)                                # SpecAugment, training only
-        return self.encoder(hidden).last_hidden_state
+        return encode_aligned(self, frame_aligned_cnn(self, input_values, seq_len))  # SpecAugment in training
 
 
 def _save_official_names(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
@@ -71,16 +68,9 @@ def _save_official_names(module: nn.Module, state_dict: dict, prefix: str, local
 def load_audio_encoder(name_or_path: str) -> AudioEncoder:
     """Pretrained wav2vec2 weights from a local folder or a hub id (``--wav2vec2``).
 
-    Offline, a hub id that is not cached raises :class:`ModelLoadError` saying how to fix it.
+    Offline, a hub id that is not cached raises :class:`aniportrait.audio.ModelLoadError` saying how to fix it.
     """
-    try:
-        pretrained = Wav2Vec2Model.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"cannot load wav2vec2 model {name_or_path!r} ({str(exc).splitlines()[0]}); pass --wav2vec2 with a "
-            "local folder holding a saved Wav2Vec2Model (config.json + weights) or a hub id that is reachable "
-            "or already cached"
-        ) from exc
+    pretrained = load_wav2vec2(name_or_path)
     encoder = AudioEncoder(pretrained.config)
     encoder.load_state_dict(pretrained.state_dict(), strict=True)
     return encoder.eval()

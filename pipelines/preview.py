@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from aniportrait.ids import contained_join
 from aniportrait.landmarks import iter_frame_chunks
+from aniportrait.media.encode import encode_rgb_frames, h264_yuv420p
 from aniportrait.media.probe import MediaError
 from aniportrait.storage import OutputDir, write_local_atomic
 from pipelines.export import iter_samples, load_array
@@ -114,25 +114,9 @@ def keep_tiles(frames: Iterable[np.ndarray], picks: set[int], tiles: dict[int, n
 def encode_preview(frames: Iterable[np.ndarray], width: int, height: int, fps: float,
                    wav: Path | None, out: Path) -> int:
     """Encode RGB ``frames`` as H.264 (yuv420p), with ``wav`` muxed as AAC; return the frame count."""
-    audio_in = ["-i", str(wav)] if wav else []
     audio_out = ["-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"] if wav else []
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-",
-            *audio_in, "-map", "0:v:0", *audio_out, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20",
-            "-preset", "veryfast", "-movflags", "+faststart", "-f", "mp4", str(out)]
-    process = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    count = 0
-    try:
-        for frame in frames:
-            process.stdin.write(np.ascontiguousarray(frame).tobytes())  # type: ignore[union-attr]
-            count += 1
-    except BrokenPipeError:
-        pass  # ffmpeg stopped early; its return code and stderr below say why
-    finally:
-        _, stderr = process.communicate()
-    if process.returncode != 0:
-        raise MediaError(f"ffmpeg failed to encode {out.name}: {stderr.decode('utf-8', 'replace').strip()[-300:]}")
-    return count
+    return encode_rgb_frames(frames, width, height, fps, out, ["-map", "0:v:0", *audio_out, *h264_yuv420p(20)],
+                             inputs=["-i", str(wav)] if wav else [])
 
 
 def overlay_frames(video: Path, pose: Path) -> Iterator[np.ndarray]:

@@ -203,7 +203,8 @@ def test_stage1_overfits_a_batch_and_trains_the_stage1_modules(feature_shards: P
 def test_stage1_loss_is_the_min_snr_weighted_velocity_mse(feature_shards: Path, tmp_path: Path) -> None:
     """The stage-1 loss recomputed by hand from the same generator draws, in the trainer's draw order:
     VAE samples (targets, references), drops, noise, noise offset, timesteps."""
-    from pipelines.training.lmk2video import clip_pixels, min_snr_weights, step_generator, to_unit_range
+    from pipelines.inference.lmk2video import clip_pixels
+    from pipelines.training.lmk2video import min_snr_weights, step_generator, to_unit_range
 
     trainer, batch = _trainer_and_batch(_config(feature_shards, tmp_path, 1, uncond_ratio=0.5))
     m, scheduler, c = trainer.models, trainer.scheduler, trainer.config
@@ -229,7 +230,8 @@ def test_stage1_loss_is_the_min_snr_weighted_velocity_mse(feature_shards: Path, 
         reference = m.vae.encode(reference_px).latent_dist.sample(generator=g) * scaling
         keep = torch.rand(2, generator=g) >= 0.5
         assert keep.any() and not keep.all()  # one sample drops the condition: the masked reference attention
-        context = m.image_encoder(clip_pixels(reference_px, m.image_encoder.config.image_size)).image_embeds[:, None]
+        clip = clip_pixels(batch["reference"].permute(0, 2, 3, 1).numpy(), m.image_encoder.config.image_size)
+        context = m.image_encoder(clip).image_embeds[:, None]
         noise = torch.randn(x0.shape, generator=g) + offset * torch.randn((2, 4, 1, 1, 1), generator=g)
         timesteps = torch.randint(0, 1000, (2,), generator=g)
         a = alphas[timesteps].float().view(2, 1, 1, 1, 1)

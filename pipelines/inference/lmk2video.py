@@ -47,6 +47,20 @@ def context_windows(num_frames: int, size: int = 16, overlap: int = 4) -> list[l
     return [[(start + k) % num_frames for k in range(size)] for start in range(0, num_frames, size - overlap)]
 
 
+def clip_pixels(images: np.ndarray, size: int) -> torch.Tensor:
+    """CLIP image-encoder input (N,3,size,size) float32 of uint8 RGB images (N,H,W,3).
+
+    Bicubic resize to ``size``^2 (PIL), then ``CLIPImageProcessor``'s rescale (1/255) and
+    CLIP normalisation, as the official pipeline. The one CLIP preprocessing: inference
+    (the reference portrait) and the trainer (each sample's reference frame) both use it.
+    """
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil  # the PIL backend: torchvision is not a dependency
+
+    resized = [Image.fromarray(np.asarray(image)).resize((size, size), Image.BICUBIC) for image in images]
+    return CLIPImageProcessorPil(do_resize=False, do_center_crop=False)(images=resized, return_tensors="pt").pixel_values
+
+
 class Lmk2Video:
     """Generator around a :class:`~models.lmk2video.Lmk2VideoModels` set (eval mode, no grad)."""
 
@@ -165,14 +179,9 @@ class Lmk2Video:
         return pixels.to(self.device, self.dtype) / 127.5 - 1.0
 
     def _clip_embedding(self, reference: np.ndarray) -> torch.Tensor:
-        """CLIP image embedding (1,1,D) of the reference, resized to the encoder size (bicubic)."""
-        from PIL import Image
-        from transformers import CLIPImageProcessorPil  # the PIL backend: torchvision is not a dependency
-
-        size = self.models.image_encoder.config.image_size
-        image = Image.fromarray(reference).resize((size, size), Image.BICUBIC)
-        pixels = CLIPImageProcessorPil(do_resize=False, do_center_crop=False)(images=image, return_tensors="pt")
-        embeds = self.models.image_encoder(pixels.pixel_values.to(self.device, self.dtype)).image_embeds
+        """CLIP image embedding (1,1,D) of the reference (:func:`clip_pixels`)."""
+        pixels = clip_pixels(reference[None], self.models.image_encoder.config.image_size)
+        embeds = self.models.image_encoder(pixels.to(self.device, self.dtype)).image_embeds
         return embeds[:, None]
 
     def _decode(self, latents: torch.Tensor, chunk: int = 8) -> np.ndarray:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aniportrait.ids import contained_join
-from aniportrait.media.probe import MediaError, check_tool
+from aniportrait.media.encode import encode_rgb_frames, h264_yuv420p
+from aniportrait.media.probe import MediaError
 from aniportrait.storage import local_atomic_path
 from pipelines.inference.jobs import Job
 
@@ -32,22 +32,15 @@ def write_video(frames: np.ndarray, fps: float, out: str | Path, *, audio: str |
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or len(frames) == 0:
         raise MediaError(f"expected (T,H,W,3) uint8 frames with T >= 1, got {frames.shape} {frames.dtype}")
     height, width = frames.shape[1:3]
-    args = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", f"{fps:g}", "-i", "-"]
+    inputs, options = [], []
     if audio:
-        args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
+        inputs = ["-i", str(audio)]
+        options = ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k"]
         if audio_seconds is not None:
-            args += ["-t", f"{audio_seconds:.6f}"]
-    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf),
-             "-preset", "veryfast", "-movflags", "+faststart", "-f", "mp4"]
+            options += ["-t", f"{audio_seconds:.6f}"]
     with local_atomic_path(out) as tmp:
-        process = subprocess.Popen([*args, str(tmp)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            process.stdin.write(np.ascontiguousarray(frames).tobytes())  # type: ignore[union-attr]
-        except BrokenPipeError:
-            pass  # ffmpeg stopped early: its stderr says why
-        _, stderr = process.communicate()
-        check_tool("ffmpeg", f"write {Path(out).name}", process.returncode, stderr)
+        encode_rgb_frames(frames, width, height, fps, tmp, [*options, *h264_yuv420p(crf)], inputs=inputs,
+                          what=f"write {Path(out).name}")
 
 
 def read_marker(out: str, job: Job) -> dict[str, Any] | None:

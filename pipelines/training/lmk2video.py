@@ -54,6 +54,7 @@ from models.official_weights import (OFFICIAL_FILES, load_image_encoder, load_lm
                                      load_vae)
 from models.pose_guider import batch_statistics
 from models.unets import denoise
+from pipelines.inference.lmk2video import clip_pixels
 from pipelines.training.logs import CsvLog
 from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                                            local_or_hub, prune_checkpoints, save_checkpoint)
@@ -153,18 +154,6 @@ class Lmk2VideoTrainConfig:
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [-1, 1]."""
     return images.float() / 127.5 - 1.0
-
-
-def clip_pixels(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Images (N,3,H,W) in [-1,1] -> CLIP encoder input: bicubic resize to ``size``^2 and CLIP
-    normalisation (as the inference's ``CLIPImageProcessor`` on the resized reference)."""
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-    x = F.interpolate((images.float() + 1.0) / 2.0, size=(size, size), mode="bicubic", antialias=True,
-                      align_corners=False).clamp(0, 1)
-    mean = torch.tensor(OPENAI_CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -312,7 +301,8 @@ class Lmk2VideoTrainer:
         reference_latents = self._latents(reference, generator)
         with torch.no_grad():
             encoder = self.models.image_encoder
-            clip = clip_pixels(reference, encoder.config.image_size).to(encoder.dtype)
+            clip = clip_pixels(batch["reference"].permute(0, 2, 3, 1).cpu().numpy(),
+                               encoder.config.image_size).to(self.device, encoder.dtype)
             context = encoder(clip).image_embeds.float()[:, None]
         keep = torch.rand(b, generator=generator, device=self.device) >= c.uncond_ratio
         context = context * keep[:, None, None]
