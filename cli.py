@@ -83,9 +83,9 @@ def build(
     from aniportrait.media.cut import CutSettings
     from aniportrait.media.probe import missing_ffmpeg
     from aniportrait.storage import OutputError
-    from pipelines.build import SetupError, run_build
-    from pipelines.config import BuildConfig
-    from pipelines.curation import load_curation
+    from pipelines.build.run import SetupError, run_build
+    from pipelines.build.config import BuildConfig
+    from pipelines.build.curation import load_curation
 
     missing = missing_ffmpeg()
     if missing:
@@ -97,7 +97,7 @@ def build(
     mirror = mirror or spec.default_mirror
     out = out or f"out/{dataset}"
     if work_dir is None:
-        from pipelines.workarea import default_work_dir
+        from pipelines.build.workarea import default_work_dir
 
         work_dir = default_work_dir(out)
     try:
@@ -129,7 +129,7 @@ def build(
 
 def _shard_limit(shard_samples: int | None, shard_size: str | None) -> dict[str, int | None]:
     """``shard_samples``/``shard_bytes`` for the config from ``--shard-samples`` or ``--shard-size``."""
-    from pipelines.config import parse_shard_size
+    from pipelines.build.config import parse_shard_size
 
     if shard_size is None:
         return {"shard_samples": shard_samples, "shard_bytes": None}
@@ -159,7 +159,7 @@ def inspect(
     samples: Annotated[int, typer.Option(help="How many samples to list.", min=0)] = 3,
 ) -> None:
     """Show a built dataset's release file and its first samples, read back with webdataset."""
-    from pipelines.report import inspect_release
+    from pipelines.tools.report import inspect_release
 
     try:
         inspect_release(out, samples, console)
@@ -170,7 +170,7 @@ def inspect(
 @app.command()
 def stats(out: Annotated[str, typer.Argument(help="A built dataset directory or URI.")]) -> None:
     """Summarise manifest.parquet: clips per status, failure reasons, durations."""
-    from pipelines.report import manifest_stats
+    from pipelines.tools.report import manifest_stats
 
     try:
         manifest_stats(out, console)
@@ -218,7 +218,7 @@ def export(
 ) -> None:
     """Export to the official AniPortrait preprocessing layout (frame PNGs, per-frame landmarks, JSON index)."""
     _setup_logging(verbose)
-    from pipelines.export import export_official
+    from pipelines.tools.export import export_official
 
     try:
         summary = export_official(out, dest, min_frames=min_frames)
@@ -241,7 +241,7 @@ def preview(
 ) -> None:
     """Write a contact sheet and an overlay video (frames + pose image + audio) of one clip."""
     from aniportrait.media.probe import MediaError
-    from pipelines.preview import make_preview
+    from pipelines.tools.preview import make_preview
 
     try:
         sheet, video = make_preview(out, clip_id, dest, columns=columns, frames=frames)
@@ -258,7 +258,7 @@ def card(
     dest: Annotated[Optional[str], typer.Option("--out", help="Folder or URI for README.md and card/*.png (default: the dataset directory).")] = None,
 ) -> None:
     """Write the dataset card: README.md with the Hugging Face YAML header, tables and plots."""
-    from pipelines.card import write_card
+    from pipelines.tools.card import write_card
 
     try:
         result = write_card(out, dest)
@@ -275,7 +275,7 @@ def verify(out: Annotated[str, typer.Argument(help="A built dataset directory or
     """Re-check every shard's sha256, size and samples, and the manifest, against release.json."""
     from rich.table import Table
 
-    from pipelines.verify import verify_release
+    from pipelines.tools.verify import verify_release
 
     try:
         report = verify_release(out)

@@ -53,7 +53,7 @@ from aniportrait.pose import matrix_to_pose6d
 from aniportrait.render import draw_pose_image
 from aniportrait.schema import ClipRecord
 from datasets_spec import sample
-from pipelines.config import BuildConfig
+from pipelines.build.config import BuildConfig
 
 #: The sample's two videos: name, URL, height (``resolution``), ``crop_wh`` box, and the
 #: clips of one copy (``annotion_time`` spans of 1-2 s, back to back).
@@ -196,7 +196,7 @@ def write_workload(folder: Path, clips: int) -> Workload:
 
 def ours_pass(root: Path, tag: str, workers: int, workload: Workload) -> Run:
     """``run_build`` of ``workload`` into fresh folders; exit if a clip failed."""
-    from pipelines.build import run_build
+    from pipelines.build.run import run_build
 
     cfg = workload.config(str(root / f"out-{tag}"), str(root / f"work-{tag}"), workers)
     started = time.perf_counter()
@@ -271,7 +271,7 @@ def main() -> None:
     if args.clips < 0:
         parser.error("--clips must be 0 (the sample) or more")
     console = Console() if Console().is_terminal else Console(width=160)
-    from pipelines.build import load_records
+    from pipelines.build.run import load_records
     from pipelines.runtime import init_ray
 
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp_name, \

@@ -28,9 +28,9 @@ from rich.table import Table
 
 from aniportrait.media.probe import probe
 from datasets_spec import sample
-from pipelines.build import run_build
+from pipelines.build.run import run_build
 from pipelines.runtime import init_ray
-from pipelines.config import BuildConfig
+from pipelines.build.config import BuildConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MEDIA = REPO.parent / "shared" / "fixtures" / "media"

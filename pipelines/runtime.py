@@ -23,7 +23,7 @@ def init_ray(address: str | None) -> None:
     With ``address`` (``auto``, ``host:6379`` or ``ray://host:10001``) no runtime_env is
     sent: every node must have this package and ffmpeg installed (the same image), and
     the work directory must be a filesystem every node and this driver see, or an object
-    store URI (see :mod:`pipelines.workarea`). Errors
+    store URI (see :mod:`pipelines.build.workarea`). Errors
     raised in workers (e.g. :class:`~aniportrait.storage.OutputError` from a shard
     upload) reach the driver as their own type, not wrapped by Ray Data.
     """

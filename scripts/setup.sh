@@ -28,4 +28,4 @@ echo "==> installing aniportrait-data and its dependencies"
 # PySceneDetect (scene cuts) without its dependencies: it requires opencv-python, which would
 # clash with mediapipe's opencv-contrib-python (both own cv2); its pure deps are in pyproject.toml.
 .venv/bin/pip install -q --no-deps "scenedetect==0.7.2" 2>&1 | { grep -v "^WARNING: Location" || true; }
-.venv/bin/python -c "import cli, pipelines.build, scenedetect" # fail here, not later, if the install is broken
+.venv/bin/python -c "import cli, pipelines.build.run, scenedetect" # fail here, not later, if the install is broken

@@ -79,8 +79,8 @@ def sample_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
     from aniportrait.media.cut import CutSettings
     from datasets_spec import sample
-    from pipelines.build import run_build
-    from pipelines.config import BuildConfig
+    from pipelines.build.run import run_build
+    from pipelines.build.config import BuildConfig
 
     out = tmp_path_factory.mktemp("sample_build") / "out"
     cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), mirror=str(sample.default_mirror()),

@@ -74,7 +74,7 @@ def test_a_padded_batch_equals_one_by_one(tiny_wav2vec2: Path, media_dir: Path) 
 
 def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, tmp_path: Path) -> None:
     from aniportrait.schema import ClipRecord, ClipState
-    from pipelines.stages.audio import AudioFeatures
+    from pipelines.build.stages.audio import AudioFeatures
 
     stage = AudioFeatures(str(tmp_path), str(tiny_wav2vec2), "sha256:test")
     record = ClipRecord(dataset="t", clip_id="quiet", source_id="s", source_url=None, mirror_names=(),
@@ -100,7 +100,7 @@ def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, t
 def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Path, tmp_path: Path,
                                                                media_dir: Path) -> None:
     from aniportrait.schema import ClipRecord, ClipState
-    from pipelines.stages.audio import AudioFeatures, length_buckets
+    from pipelines.build.stages.audio import AudioFeatures, length_buckets
 
     assert [len(g) for g in length_buckets([30, 31, 90, 100, 37, 200], key=lambda n: n)] == [3, 2, 1]
     speech = load_audio(media_dir / "speech_lyl.wav")

@@ -27,8 +27,8 @@ from aniportrait.face import DEFAULT_MODEL_SHA256
 from aniportrait.media.cut import CutSettings
 from aniportrait.media.probe import count_video_frames, probe
 from datasets_spec import sample
-from pipelines.build import run_build
-from pipelines.config import BuildConfig
+from pipelines.build.run import run_build
+from pipelines.build.config import BuildConfig
 
 pytestmark = pytest.mark.slow
 

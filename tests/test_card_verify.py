@@ -16,9 +16,9 @@ import pytest
 import webdataset as wds
 import yaml
 
-from pipelines.card import README_NAME, shard_patterns, write_card
-from pipelines.card_plots import QUALITY_COLUMNS, ShardFrames, make_plots
-from pipelines.verify import verify_release
+from pipelines.tools.card import README_NAME, shard_patterns, write_card
+from pipelines.tools.card_plots import QUALITY_COLUMNS, ShardFrames, make_plots
+from pipelines.tools.verify import verify_release
 
 pytestmark = pytest.mark.slow
 

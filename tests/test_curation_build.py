@@ -20,10 +20,10 @@ from sample_lists import write_sample_lists
 from aniportrait.audio import SAMPLE_RATE
 from aniportrait.quality import estimate_sync, mouth_opening, speech_envelope
 from datasets_spec import sample
-from pipelines.build import run_build
-from pipelines.config import BuildConfig
-from pipelines.curation import CurationSettings
-from pipelines.report import manifest_stats
+from pipelines.build.run import run_build
+from pipelines.build.config import BuildConfig
+from pipelines.build.curation import CurationSettings
+from pipelines.tools.report import manifest_stats
 
 pytestmark = pytest.mark.slow
 

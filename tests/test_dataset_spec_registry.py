@@ -24,9 +24,9 @@ import datasets_spec
 from aniportrait.media.cut import CutSettings
 from aniportrait.schema import ClipRecord
 from datasets_spec import DATASETS, DatasetSpec, Licence, MetadataError, UnknownDatasetError, register, sample
-from pipelines.build import SetupError, load_records, run_build
-from pipelines.card import README_NAME, write_card
-from pipelines.config import BuildConfig
+from pipelines.build.run import SetupError, load_records, run_build
+from pipelines.tools.card import README_NAME, write_card
+from pipelines.build.config import BuildConfig
 
 BUILT_IN = ["celebvhq", "hdtf", "sample", "vfhq"]
 TOY_LICENCE = Licence("cc-by-4.0", "toy-licence", "The toy clips are the sample's Radio10, relabelled for a test.")

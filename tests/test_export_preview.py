@@ -14,9 +14,9 @@ import webdataset as wds
 from sample_lists import SAMPLE_SIZE
 
 from aniportrait.media.probe import count_video_frames, probe
-from pipelines.export import INDEX_NAME, export_official, face_frame_indices
-from pipelines.pack import RELEASE_NAME
-from pipelines.preview import contact_sheet, make_preview, tile_indices
+from pipelines.tools.export import INDEX_NAME, export_official, face_frame_indices
+from pipelines.build.pack import RELEASE_NAME
+from pipelines.tools.preview import contact_sheet, make_preview, tile_indices
 
 pytestmark = pytest.mark.slow
 

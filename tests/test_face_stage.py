@@ -14,7 +14,7 @@ from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file
 from aniportrait.media.encode import encode_rgb_lossless
 from aniportrait.media.probe import count_video_frames
 from aniportrait.render import draw_pose_image
-from pipelines.stages.render import pose_frames
+from pipelines.build.stages.render import pose_frames
 
 
 @pytest.fixture(scope="module")

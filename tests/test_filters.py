@@ -9,7 +9,7 @@ import pytest
 
 from aniportrait.filters import RuleError, first_broken, parse_rule, parse_rules, scene_parts
 from aniportrait.schema import ClipRecord
-from pipelines.curation import CurationSettings, load_curation
+from pipelines.build.curation import CurationSettings, load_curation
 
 
 def test_rules_read_aliases_and_spell_themselves_canonically() -> None:

@@ -25,7 +25,7 @@ from rich.console import Console
 from sample_lists import SAMPLE_SIZE_ARGS, copy_work
 
 from aniportrait.storage import OutputDir, OutputError
-from pipelines.report import inspect_release, manifest_stats
+from pipelines.tools.report import inspect_release, manifest_stats
 
 pytestmark = pytest.mark.slow
 

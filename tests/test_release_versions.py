@@ -26,11 +26,11 @@ from aniportrait.media.cut import CutSettings
 from aniportrait.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipRecord, ClipState
 from aniportrait.storage import OutputDir
 from datasets_spec import sample
-from pipelines.build import run_build
-from pipelines.config import BuildConfig, parse_shard_size
-from pipelines.pack import WriteShard, plan_rows, plan_shards, shard_size
-from pipelines.release import assign_generations, read_previous
-from pipelines.workarea import WorkArea
+from pipelines.build.run import run_build
+from pipelines.build.config import BuildConfig, parse_shard_size
+from pipelines.build.pack import WriteShard, plan_rows, plan_shards, shard_size
+from pipelines.build.release import assign_generations, read_previous
+from pipelines.build.workarea import WorkArea
 
 SAMPLE_IDS = ["LylTalking_0", "LylTalking_1", "Radio10_0"]
 RELEASE = "release.json"

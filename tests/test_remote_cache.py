@@ -28,9 +28,9 @@ from test_object_storage import (  # noqa: F401 - s3 is a fixture
 
 from aniportrait.media.cut import CutSettings
 from datasets_spec import sample
-from pipelines.build import _resume, clip_stages, load_records
-from pipelines.config import BuildConfig
-from pipelines.workarea import scratch_dir
+from pipelines.build.run import _resume, clip_stages, load_records
+from pipelines.build.config import BuildConfig
+from pipelines.build.workarea import scratch_dir
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from aniportrait.media.encode import encode_rgb_frames, encode_rgb_lossless
 from aniportrait.media.probe import MediaError, count_video_frames, probe
 from aniportrait.pose import fill_gaps
 from pipelines.inference.outputs import write_video
-from pipelines.preview import encode_preview
+from pipelines.tools.preview import encode_preview
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 10
 

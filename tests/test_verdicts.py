@@ -29,8 +29,8 @@ from rich.console import Console
 
 from aniportrait.ids import safe_id
 from aniportrait.media.cut import CutSettings
-from pipelines.build import run_build
-from pipelines.config import BuildConfig
+from pipelines.build.run import run_build
+from pipelines.build.config import BuildConfig
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ done marker. Rows carry the job and a pickled payload between the steps, never m
 
 Without GPUs both steps run in one CPU actor pool (``--workers`` actors): separate
 pools would let one step's idle actors hold the CPUs the other waits for, which
-deadlocks small machines (see :mod:`pipelines.stages.chain`). With GPUs, prepare runs
+deadlocks small machines (see :mod:`pipelines.build.stages.chain`). With GPUs, prepare runs
 in the CPU pool and animate in a GPU pool of ``--gpus`` actors (one GPU each, no CPU
 reserved), each loading the models once.
 
@@ -329,7 +329,7 @@ def run_infer(jobs: list[Job], out: str, settings: InferSettings, *, address: st
     import ray
 
     from pipelines.runtime import init_ray
-    from pipelines.progress import make_progress
+    from pipelines.build.progress import make_progress
 
     started = time.perf_counter()
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ import webdataset as wds
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from aniportrait.storage import OutputDir
-from pipelines.pack import RELEASE_NAME, read_release
+from pipelines.build.pack import RELEASE_NAME, read_release
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every clip belongs to a *generation*: the release version in which it first appeared in
 the manifest (column ``generation``). Shards are planned per generation
-(:func:`pipelines.pack.plan_shards`), so new clips get new shards, and a change to old
+(:func:`pipelines.build.pack.plan_shards`), so new clips get new shards, and a change to old
 clips (removed, retried, rebuilt) rewrites only the shards whose content changed.
 ``release.json`` carries ``version``, raised only when something changed, and
 ``changes``: what that version changed against the one before. A rebuild with nothing
@@ -18,7 +18,7 @@ from typing import Any
 
 from aniportrait.schema import STATUS_FAILED, ClipState
 from aniportrait.storage import OutputDir
-from pipelines.pack import read_manifest, read_release
+from pipelines.build.pack import read_manifest, read_release
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from typing import Any
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipState
 from aniportrait.storage import OutputError
-from pipelines.config import config_hash
+from pipelines.build.config import config_hash
 from pipelines.runtime import describe_error, is_disk_full
-from pipelines.workarea import WorkArea
+from pipelines.build.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 

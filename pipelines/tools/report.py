@@ -12,8 +12,8 @@ from rich.table import Table
 
 from aniportrait.reasons import REASONS
 from aniportrait.storage import OutputDir
-from pipelines.export import iter_samples
-from pipelines.pack import read_manifest, read_release
+from pipelines.tools.export import iter_samples
+from pipelines.build.pack import read_manifest, read_release
 
 
 def inspect_release(uri: str, samples: int, console: Console) -> None:

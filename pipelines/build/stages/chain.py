@@ -27,7 +27,7 @@ from typing import Any
 
 from aniportrait.schema import ClipState
 from pipelines.runtime import describe_error, is_disk_full
-from pipelines.stages.base import ClipStage
+from pipelines.build.stages.base import ClipStage
 
 #: Ray Data column holding each clip's metrics (JSON, like ``state``).
 METRICS_COLUMN = "metrics"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aniportrait.media.cut import CutSettings
-from pipelines.curation import CurationSettings
+from pipelines.build.curation import CurationSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs).
 RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model",

@@ -15,8 +15,8 @@ from aniportrait.quality import FrameScores, json_float
 from aniportrait.schema import ClipState
 from aniportrait.speakers import SPEAKER_SETTINGS, FaceCounter, track_jumps
 from aniportrait.storage import write_local_atomic
-from pipelines.stages.base import ClipStage
-from pipelines.stages.cut import VIDEO_NAME
+from pipelines.build.stages.base import ClipStage
+from pipelines.build.stages.cut import VIDEO_NAME
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

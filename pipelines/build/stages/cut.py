@@ -12,7 +12,7 @@ from aniportrait.media.cut import CutSettings, cut_clip, plan_cut
 from aniportrait.media.probe import MediaError, MediaInfo, probe
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
-from pipelines.stages.base import ClipStage
+from pipelines.build.stages.base import ClipStage
 
 VIDEO_NAME = "clip.mp4"
 AUDIO_NAME = "audio.wav"

@@ -23,8 +23,8 @@ from aniportrait.landmarks import iter_frame_chunks
 from aniportrait.media.encode import encode_rgb_frames, h264_yuv420p
 from aniportrait.media.probe import MediaError
 from aniportrait.storage import OutputDir, write_local_atomic
-from pipelines.export import iter_samples, load_array
-from pipelines.pack import read_manifest
+from pipelines.tools.export import iter_samples, load_array
+from pipelines.build.pack import read_manifest
 
 log = logging.getLogger(__name__)
 

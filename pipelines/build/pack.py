@@ -1,7 +1,7 @@
 """Pack phase: finished clips -> WebDataset shards, ``manifest.parquet``, ``release.json``.
 
 Shards are planned per *generation*: the release version in which a clip first
-appeared (see :mod:`pipelines.release`). Within a generation, clips are sorted by id
+appeared (see :mod:`pipelines.build.release`). Within a generation, clips are sorted by id
 and cut by a clip count or a byte size; names are
 ``{dataset}-{split}[-rejected][-vNNN]-{index:06d}.tar`` where ``-vNNN`` is the
 generation, left out for generation 1 (so a first release keeps the plain names and
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from aniportrait.manifest import manifest_bytes, manifest_row, sample_json
 from aniportrait.schema import STATUS_FILTERED, STATUS_OK, ClipState
 from aniportrait.storage import OutputDir, sha256_bytes
-from pipelines.workarea import WorkArea
+from pipelines.build.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 

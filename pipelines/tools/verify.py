@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from aniportrait.storage import OutputDir, sha256_bytes
-from pipelines.pack import MANIFEST_NAME, read_release
+from pipelines.build.pack import MANIFEST_NAME, read_release
 
 READ_CHUNK = 1 << 20
 #: Shards read at the same time (reads and hashing release the GIL).

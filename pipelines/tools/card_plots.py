@@ -31,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from pipelines.export import iter_samples  # noqa: E402
+from pipelines.tools.export import iter_samples  # noqa: E402
 
 FIG_SIZE = (8.0, 4.0)
 DPI = 100

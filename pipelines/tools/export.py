@@ -38,7 +38,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 from aniportrait.ids import UnsafePathError, contained_join
 from aniportrait.media.probe import MediaError, run_tool
 from aniportrait.storage import OutputDir, write_local_atomic
-from pipelines.pack import read_release
+from pipelines.build.pack import read_release
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import numpy as np
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, load_audio, normalize
 from aniportrait.schema import ClipState
 from aniportrait.storage import write_local_atomic
-from pipelines.stages.base import ClipStage, is_clips_fault
-from pipelines.stages.face import npy_bytes
+from pipelines.build.stages.base import ClipStage, is_clips_fault
+from pipelines.build.stages.face import npy_bytes
 
 FEATURES_NAME = "wav2vec.npy"
 #: Below this peak amplitude the audio is treated as silence (about -80 dBFS).

@@ -1,7 +1,7 @@
 """The dataset card of a build: ``README.md`` with the Hugging Face YAML header, and plots.
 
 :func:`write_card` reads ``release.json``, ``manifest.parquet`` and a bounded sample of
-the shards, and writes ``README.md`` plus ``card/*.png`` (see :mod:`pipelines.card_plots`)
+the shards, and writes ``README.md`` plus ``card/*.png`` (see :mod:`pipelines.tools.card_plots`)
 through :class:`~aniportrait.storage.OutputDir`, so it works on ``s3://`` too and every
 file appears only when complete. Nothing in the card depends on the time or the
 machine: the same release gives the same ``README.md`` bytes.
@@ -24,9 +24,9 @@ import numpy as np
 import datasets_spec
 from aniportrait.storage import OutputDir
 from datasets_spec.spec import VIDEOS_NOTE, Licence
-from pipelines.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
-from pipelines.export import iter_samples
-from pipelines.pack import read_manifest, read_release
+from pipelines.tools.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
+from pipelines.tools.export import iter_samples
+from pipelines.build.pack import read_manifest, read_release
 
 README_NAME = "README.md"
 PLOTS_DIR = "card"

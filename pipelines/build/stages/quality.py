@@ -18,9 +18,9 @@ from aniportrait.filters import first_broken, scene_parts
 from aniportrait.quality import SYNC_CONF_THRESHOLD, clip_quality, shift_audio
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
-from pipelines.curation import CurationSettings
-from pipelines.stages.base import ClipStage
-from pipelines.stages.cut import VIDEO_NAME
+from pipelines.build.curation import CurationSettings
+from pipelines.build.stages.base import ClipStage
+from pipelines.build.stages.cut import VIDEO_NAME
 
 SYNCED_AUDIO_NAME = "audio.synced.wav"
 #: Sync offsets searched, in frames each way (0.5 s at 30 fps).

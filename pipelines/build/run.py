@@ -5,7 +5,7 @@ or yt-dlp), split into one row per clip, and each clip stage runs in an actor po
 writing files and a done marker into the work area. Rows carry paths and small facts,
 never decoded frames. Phase 2 (pack): finished clips, sorted by id, become shards, then
 the manifest, then ``release.json``. Shards are planned per release generation and only
-those whose content changed are written (see ``pipelines.pack`` and ``pipelines.release``).
+those whose content changed are written (see ``pipelines.build.pack`` and ``pipelines.build.release``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from aniportrait.landmarks import LandmarkerSettings
 from aniportrait.schema import METADATA_STAGE, STATUS_FAILED, STATUS_SPLIT, STATUSES, ClipRecord, ClipState
 from aniportrait.storage import OutputDir
 from datasets_spec.errors import MetadataError
-from pipelines.config import BuildConfig
-from pipelines.pack import (
+from pipelines.build.config import BuildConfig
+from pipelines.build.pack import (
     RELEASE_NAME,
     ShardPlan,
     plan_rows,
@@ -38,20 +38,20 @@ from pipelines.pack import (
     write_release,
     write_shard,
 )
-from pipelines.progress import failure_table, make_progress, summary_table
-from pipelines.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
+from pipelines.build.progress import failure_table, make_progress, summary_table
+from pipelines.build.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
 from pipelines.runtime import init_ray
-from pipelines.stages.audio import AudioFeatures, model_revision
-from pipelines.stages.base import ClipStage
-from pipelines.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
-from pipelines.stages.cut import CutClip
-from pipelines.stages.face import ExtractFace
-from pipelines.stages.fetch import STAGE as DOWNLOAD_STAGE
-from pipelines.stages.fetch import FetchSource
-from pipelines.stages.quality import FilterClips, FixSync, ScoreQuality
-from pipelines.stages.render import RenderPose
-from pipelines.versions import tool_versions
-from pipelines.workarea import WorkArea
+from pipelines.build.stages.audio import AudioFeatures, model_revision
+from pipelines.build.stages.base import ClipStage
+from pipelines.build.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
+from pipelines.build.stages.cut import CutClip
+from pipelines.build.stages.face import ExtractFace
+from pipelines.build.stages.fetch import STAGE as DOWNLOAD_STAGE
+from pipelines.build.stages.fetch import FetchSource
+from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
+from pipelines.build.stages.render import RenderPose
+from pipelines.build.versions import tool_versions
+from pipelines.build.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 

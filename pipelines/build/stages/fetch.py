@@ -23,7 +23,7 @@ from aniportrait.media.download import DownloadError, download_video, find_in_mi
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipRecord, ClipState
 from pipelines.runtime import describe_error
-from pipelines.workarea import WorkArea
+from pipelines.build.workarea import WorkArea
 
 log = logging.getLogger(__name__)
 STAGE = "download"

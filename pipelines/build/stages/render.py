@@ -10,7 +10,7 @@ from aniportrait.media.encode import encode_rgb_lossless
 from aniportrait.render import draw_pose_image
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
-from pipelines.stages.base import ClipStage
+from pipelines.build.stages.base import ClipStage
 
 POSE_NAME = "pose.mp4"
 
