@@ -2,7 +2,9 @@
 
 Exit codes of ``build``: 0 every clip succeeded; 3 some clips failed (the good ones are
 written, the failures are rows of ``manifest.parquet`` with their reason); 2 a usage or
-set-up error (bad option, unknown dataset, unreadable metadata, missing ffmpeg).
+set-up error (bad option, unknown dataset, unreadable metadata, missing ffmpeg), or a
+stop that a rerun of the same command goes on from (a full disk; downloads refused by
+bot checks or HTTP 429, see ``--max-bot-checks``).
 Exit codes of ``verify``: 0 the release matches ``release.json``; 1 a shard or the
 manifest disagrees with it (each problem is printed with the shard's name); 2 no release.
 """
@@ -65,6 +67,13 @@ def build(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run again the clips the release in --out records as failed (e.g. after a network error); the rest is reused.")] = False,
     download_workers: Annotated[int, typer.Option(help="Concurrent downloads.", min=1)] = 4,
     retries: Annotated[int, typer.Option(help="yt-dlp retries per download.", min=0)] = 3,
+    cookies: Annotated[Optional[Path], typer.Option(help="Netscape cookies file for yt-dlp (exported from a signed-in browser; see README 'Downloading the datasets for real'); never copied into the outputs.")] = None,
+    proxy: Annotated[Optional[str], typer.Option(help="Proxy URL for yt-dlp: http://[user:pass@]host:port or socks5://... (credentials never printed).")] = None,
+    ytdlp_option: Annotated[Optional[list[str]], typer.Option("--yt-dlp-option", help="A YoutubeDL parameter as KEY=VALUE (VALUE read as JSON, else text), e.g. sleep_interval_requests=1; repeatable.")] = None,
+    ytdlp_config: Annotated[Optional[Path], typer.Option("--yt-dlp-config", help="A yt-dlp config file (command line options such as --limit-rate 2M), read by yt-dlp's own parser; --yt-dlp-option, --cookies and --proxy win over it.")] = None,
+    download_rate: Annotated[Optional[float], typer.Option(help="Downloads started per minute, for the whole build (all workers and nodes together); default no limit.", min=0.001)] = None,
+    max_bot_checks: Annotated[int, typer.Option(help="Stop downloading (exit 2, a rerun goes on) after this many bot checks or HTTP 429 answers in a row.", min=1)] = 5,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Never download: sources come from --mirror (or earlier downloads in the work area); a missing one fails at once with not_found_in_mirror.")] = False,
     face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
     landmarker_mode: Annotated[str, typer.Option(help="MediaPipe running mode: video (tracking) or image.")] = "video",
     wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 checkpoint for audio features: local folder or hub id (default facebook/wav2vec2-base-960h; the sample skips audio features unless given; 'none' skips them).")] = None,
@@ -106,7 +115,8 @@ def build(
             mirror=str(mirror) if mirror else None, address=address, workers=workers,
             download_workers=download_workers, limit=limit, split=split, cut=CutSettings(size=size, fps=fps),
             **_shard_limit(shard_samples, shard_size), keep_rejected=keep_rejected, retry_failed=retry_failed,
-            download_retries=retries,
+            download_retries=retries, **_download_options(cookies, proxy, ytdlp_config, ytdlp_option or []),
+            download_rate=download_rate, max_bot_checks=max_bot_checks, no_download=no_download,
             face_model=str(face_model) if face_model else None, landmarker_mode=landmarker_mode,
             min_face_rate=min_face_rate, wav2vec2=_audio_model(spec.audio_features_by_default, wav2vec2),
             curation=load_curation(curation, filter=[filter_rules] if filter_rules else None, scene_cuts=scene_cuts,
@@ -137,6 +147,19 @@ def _shard_limit(shard_samples: int | None, shard_size: str | None) -> dict[str,
         raise ValueError("give --shard-samples or --shard-size, not both")
     samples, size = parse_shard_size(shard_size)
     return {"shard_samples": samples, "shard_bytes": size}
+
+
+def _download_options(cookies: Path | None, proxy: str | None, config: Path | None,
+                      options: list[str]) -> dict[str, object]:
+    """``cookies``, ``proxy`` and ``ytdlp_options`` for the config: the yt-dlp config file's
+    options, then each ``--yt-dlp-option``, then ``--cookies`` and ``--proxy`` (a cookies
+    file or proxy set by the first two counts as if given with those flags)."""
+    from aniportrait.media.download import parse_ytdlp_option, read_ytdlp_config
+
+    merged = read_ytdlp_config(config) if config else {}
+    merged.update(parse_ytdlp_option(text) for text in options)
+    cookie_file, proxy_url = merged.pop("cookiefile", None), merged.pop("proxy", None)
+    return {"cookies": str(cookies) if cookies else cookie_file, "proxy": proxy or proxy_url, "ytdlp_options": merged}
 
 
 def _audio_model(by_default: bool, wav2vec2: str | None) -> str | None:
@@ -180,18 +203,16 @@ def stats(out: Annotated[str, typer.Argument(help="A built dataset directory or 
 
 @app.command()
 def scores() -> None:
-    """List the quality scores that --filter rules can name, with what they measure."""
+    """List the registered quality scores: type, unit, aliases, how each is computed, what it measures."""
     from rich.table import Table
 
-    from aniportrait.filters import ALIASES, SCORES
+    from aniportrait.scores import SCORES
 
-    table = Table(title="scores for --filter (e.g. --filter 'face_px>=150,sync_conf>=3')")
-    table.add_column("score")
-    table.add_column("alias")
-    table.add_column("meaning")
-    aliases = {target: name for name, target in ALIASES.items()}
-    for name, meaning in SCORES.items():
-        table.add_row(name, aliases.get(name, ""), meaning)
+    table = Table(title="quality scores (numbers can be named in --filter, e.g. --filter 'face_px>=150,sync_conf>=3')")
+    for column in ("score", "type", "unit", "aliases", "computed by", "meaning"):
+        table.add_column(column, overflow="fold")
+    for score in SCORES:
+        table.add_row(score.name, str(score.type), score.unit, ", ".join(score.aliases), score.how, score.meaning)
     Console().print(table)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aniportrait.format import BLENDSHAPES, HAS_FACE, LANDMARKS, MESH, POSE6D, TRANS_MAT, Member
 from aniportrait.geometry import NUM_VERTICES, landmarks_to_mesh
 from aniportrait.landmarks import FaceTrack
 from aniportrait.pose import matrix_to_pose6d
@@ -36,9 +37,10 @@ class FaceArrays:
     blendshapes: np.ndarray  # (T, 52) float32, MediaPipe order (index 0 ``_neutral``)
     has_face: np.ndarray     # (T,) bool
 
-    def members(self) -> dict[str, np.ndarray]:
-        """Arrays by WebDataset member name (``lmks.npy`` ...)."""
-        return {f"{name}.npy": getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+    def members(self) -> dict[Member, np.ndarray]:
+        """The arrays by shard member (:mod:`aniportrait.format`), in field order."""
+        return {LANDMARKS: self.lmks, MESH: self.lmks3d, TRANS_MAT: self.trans_mat, POSE6D: self.pose6d,
+                BLENDSHAPES: self.blendshapes, HAS_FACE: self.has_face}
 
 
 def face_arrays(track: FaceTrack) -> FaceArrays:

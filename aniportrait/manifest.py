@@ -1,8 +1,11 @@
 """The Parquet manifest: exactly one row per input clip, failures included.
 
-Rows are sorted by clip id and the file carries no timestamps, so the same build gives
-the same bytes. The per-sample ``json`` member in the shards is built here too, from the
-same state, so the two never disagree.
+Its columns are the clip's record and facts (:data:`HEAD_COLUMNS`), one column per score
+of the registry that has one (:mod:`aniportrait.scores`, in registry order: the built-in
+scores, then the added ones) and the rest (:data:`TAIL_COLUMNS`). Rows are sorted by clip
+id and the file carries no timestamps, so the same build gives the same bytes. The
+per-sample ``json`` member in the shards is built here too, from the same state, so the
+two never disagree.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aniportrait.schema import ClipState
+from aniportrait.scores import SCORES, ScoreRegistry
 
-MANIFEST_SCHEMA = pa.schema([
+#: The columns before the score columns: the clip's record, status and measured facts.
+HEAD_COLUMNS = (
     pa.field("clip_id", pa.string(), nullable=False),
     pa.field("dataset", pa.string(), nullable=False),
     pa.field("split", pa.string(), nullable=False),
@@ -42,22 +47,9 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("audio_note", pa.string()),
     pa.field("audio_features", pa.string()),
     pa.field("audio_model", pa.string()),
-    pa.field("face_rate", pa.float64()),
-    pa.field("face_px_median", pa.float64()),
-    pa.field("face_px_min", pa.float64()),
-    pa.field("yaw_range_deg", pa.float64()),
-    pa.field("pitch_range_deg", pa.float64()),
-    pa.field("roll_range_deg", pa.float64()),
-    pa.field("jitter", pa.float64()),
-    pa.field("sharpness", pa.float64()),
-    pa.field("brightness", pa.float64()),
-    pa.field("scene_cuts", pa.list_(pa.int32())),
-    pa.field("faces_max", pa.int32()),
-    pa.field("second_face_rate", pa.float64()),
-    pa.field("track_jumps", pa.int32()),
-    pa.field("sync_offset", pa.int32()),
-    pa.field("sync_conf", pa.float64()),
-    pa.field("sync_score0", pa.float64()),
+)
+#: The columns after the score columns: sync facts, sub-clip parent, crop and source.
+TAIL_COLUMNS = (
     pa.field("sync_note", pa.string()),
     pa.field("audio_shift_frames", pa.int32()),
     pa.field("parent_clip_id", pa.string()),
@@ -67,17 +59,24 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("source_fps", pa.float64()),
     pa.field("source_codec", pa.string()),
     pa.field("provenance", pa.string()),
-])
+)
+#: The ``ClipInfo`` facts copied into the manifest under their own name (beside the scores).
+FACT_COLUMNS = ("frames", "fps", "duration_s", "width", "height", "has_audio", "audio_samples", "audio_note",
+                "audio_features", "audio_model", "sync_note", "audio_shift_frames", "crop_box", "source_width",
+                "source_height", "source_fps", "source_codec")
 
 
-#: Curation scores and sync facts, copied from the clip's ``info`` (see ``aniportrait.quality``).
-QUALITY_COLUMNS = ("face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg", "roll_range_deg", "jitter",
-                   "sharpness", "brightness", "scene_cuts", "faces_max", "second_face_rate", "track_jumps",
-                   "sync_offset", "sync_conf", "sync_score0", "sync_note",
-                   "audio_shift_frames")
+def manifest_schema(scores: ScoreRegistry = SCORES) -> pa.Schema:
+    """The manifest's columns with a column for each score of ``scores`` that has one."""
+    fields = [*HEAD_COLUMNS, *(pa.field(s.name, s.type) for s in scores if s.column), *TAIL_COLUMNS]
+    names = [f.name for f in fields]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"score(s) {', '.join(clash)} would repeat a manifest column: register them under other names")
+    return pa.schema(fields)
 
 
-def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
+def manifest_row(state: ClipState, shard: str | None, scores: ScoreRegistry = SCORES) -> dict[str, Any]:
     """The manifest row of one clip (``shard`` is ``None`` for a clip not written)."""
     record, info = state.record, state.info
     start_s, end_s = record.time_span() if record.has_span else (None, None)
@@ -94,32 +93,17 @@ def manifest_row(state: ClipState, shard: str | None) -> dict[str, Any]:
         "source_url": record.source_url,
         "span_start_s": start_s,
         "span_end_s": end_s,
-        "frames": info.get("frames"),
-        "fps": info.get("fps"),
-        "duration_s": info.get("duration_s"),
-        "width": info.get("width"),
-        "height": info.get("height"),
-        "has_audio": info.get("has_audio"),
-        "audio_samples": info.get("audio_samples"),
-        "audio_note": info.get("audio_note"),
-        "audio_features": info.get("audio_features"),
-        "audio_model": info.get("audio_model"),
-        "face_rate": info.get("face_rate"),
-        **{name: info.get(name) for name in QUALITY_COLUMNS},
+        **{name: getattr(info, name) for name in FACT_COLUMNS},
+        **{score.name: score.value(info) for score in scores if score.column},
         "parent_clip_id": record.parent_clip_id,
-        "crop_box": info.get("crop_box"),
-        "source_width": info.get("source_width"),
-        "source_height": info.get("source_height"),
-        "source_fps": info.get("source_fps"),
-        "source_codec": info.get("source_codec"),
         "provenance": json.dumps(record.provenance, sort_keys=True),
     }
 
 
-def manifest_bytes(rows: list[dict[str, Any]]) -> bytes:
+def manifest_bytes(rows: list[dict[str, Any]], scores: ScoreRegistry = SCORES) -> bytes:
     """Serialise manifest rows (sorted by clip id) to Parquet bytes."""
     rows = sorted(rows, key=lambda r: r["clip_id"])
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=manifest_schema(scores))
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=True)
     return sink.getvalue()
@@ -130,7 +114,7 @@ def sample_json(state: ClipState) -> bytes:
     body = {
         "clip_id": state.record.clip_id,
         "record": state.record.to_dict(),
-        "info": state.info,
+        "info": state.info.to_dict(),
         "members": sorted(state.outputs),
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()

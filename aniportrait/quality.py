@@ -2,9 +2,10 @@
 
 Pure functions on what the clip and face stages store (``clip.mp4``, ``audio.wav`` and the
 face ``.npy`` arrays); a stage calls :func:`clip_quality` and records every field of
-:class:`QualityScores`. Everything is deterministic (same input, same floats) and a clip
-without a face gives NaN / ``None`` scores instead of an error, so the caller can reject
-it with a reason.
+:class:`QualityScores` on the clip's ``info``. What each score means, its unit and its
+manifest column are declared in :mod:`aniportrait.scores`. Everything is deterministic
+(same input, same floats) and a clip without a face gives NaN / ``None`` scores instead
+of an error, so the caller can reject it with a reason.
 
 Cost: the scores that need pixels (scene cuts on frames downscaled to :data:`SCENE_WIDTH`
 pixels wide, image metrics on every :data:`IMAGE_STEP`-th frame) are gathered by
@@ -30,6 +31,7 @@ from scipy import signal
 
 from aniportrait.media.probe import MediaError
 from aniportrait.pose import fill_gaps
+from aniportrait.scores import json_float
 
 # Inner-lip landmark pairs (upper, lower) of the MediaPipe face mesh, centre and both sides.
 INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
@@ -83,7 +85,11 @@ class SyncEstimate:
 
 @dataclass(frozen=True, slots=True)
 class QualityScores:
-    """Every score of one clip; each field is a manifest column (units in :func:`clip_quality`)."""
+    """What :func:`clip_quality` measures on one clip (units there).
+
+    Each field is a :class:`~aniportrait.schema.ClipInfo` fact of the same name; the scores
+    among them (all but ``sync_note``) are declared in :data:`aniportrait.scores.SCORES`.
+    """
 
     face_rate: float
     face_px_median: float
@@ -108,12 +114,6 @@ class QualityScores:
             if isinstance(value, float):
                 out[key] = json_float(value)
         return out
-
-
-def json_float(value: float | None) -> float | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), 6)
 
 
 # ---------------------------------------------------------------------------- face metrics

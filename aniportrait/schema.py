@@ -2,8 +2,9 @@
 
 A :class:`ClipRecord` is what a dataset's metadata says about one clip (immutable). A
 :class:`ClipState` is that record plus what the stages found out so far (status, error,
-paths in the work area, measured frames and duration). Both round-trip through plain
-dicts (``to_dict``/``from_dict``) so Ray can move them between processes as JSON.
+paths in the work area, and the measured facts of :class:`ClipInfo`). All round-trip
+through plain dicts (``to_dict``/``from_dict``) so Ray can move them between processes
+as JSON; a clip's ``info`` dict is also the ``info`` of its shard sample's ``json``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aniportrait.ids import is_safe_id
 
@@ -156,12 +157,123 @@ class ClipRecord:
         return cls(**data)
 
 
+@dataclass(slots=True, init=False, repr=False)
+class ClipInfo:
+    """The small measured facts of one clip, each set by the stage that measures it.
+
+    A fact no stage recorded yet is *absent*: it reads as ``None`` and :meth:`to_dict`
+    leaves it out, while a fact recorded as ``None`` (``audio_note`` of a complete track,
+    ``sync_conf`` without audio) is written as ``null``. So the dict of a clip holds
+    exactly the keys its stages wrote. ``scores`` holds the values of the scores added to
+    the registry with a compute function (:mod:`aniportrait.scores`), by name; it is
+    written as ``"scores"`` only when not empty. The built-in scores are facts of their own.
+    """
+
+    # clip stage (``pipelines/build/stages/cut.py``)
+    frames: int | None
+    fps: float | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    has_audio: bool | None
+    audio_samples: int | None
+    #: Why the clip has no or padded audio (``None``: complete).
+    audio_note: str | None
+    #: The span cut, in source seconds (its end clipped to the source's duration).
+    span_s: list[float] | None
+    crop_box: list[int] | None
+    source_width: int | None
+    source_height: int | None
+    source_fps: float | None
+    source_codec: str | None
+    # download stage: yt-dlp's reason code of a failed download
+    download_reason: str | None
+    # face stage: detection, and the scores that need pixels (one decode)
+    face_frames: int | None
+    face_rate: float | None
+    scene_cuts: list[int] | None
+    sharpness: float | None
+    brightness: float | None
+    faces_max: int | None
+    second_face_rate: float | None
+    track_jumps: int | None
+    # quality stage (``aniportrait.quality.QualityScores``)
+    face_px_median: float | None
+    face_px_min: float | None
+    yaw_range_deg: float | None
+    pitch_range_deg: float | None
+    roll_range_deg: float | None
+    jitter: float | None
+    sync_offset: int | None
+    sync_conf: float | None
+    sync_score0: float | None
+    sync_note: str | None
+    # filter stage: the shots ``(first, end)`` a clip split at scene cuts was replaced by
+    parts: list[list[int]] | None
+    # sync stage: the shift applied to the audio, in frames
+    audio_shift_frames: int | None
+    # audio stage
+    audio_features: str | None
+    audio_model: str | None
+    #: Values of the registered scores that have a compute function, by score name.
+    scores: dict[str, float | int | None]
+    #: Names of the facts recorded so far (what :meth:`to_dict` writes).
+    recorded: set[str]
+
+    #: Every fact name (the fields but ``scores`` and ``recorded``).
+    FACTS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, **facts: Any) -> None:
+        object.__setattr__(self, "recorded", set())
+        object.__setattr__(self, "scores", {})
+        for name in self.FACTS:
+            object.__setattr__(self, name, None)
+        self.update(**facts)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scores":
+            object.__setattr__(self, name, value)
+            return
+        if name not in self.FACTS:
+            raise AttributeError(f"a clip has no fact {name!r}; known facts: {', '.join(self.FACTS)}")
+        object.__setattr__(self, name, value)
+        self.recorded.add(name)
+
+    def __repr__(self) -> str:
+        return f"ClipInfo({', '.join(f'{k}={v!r}' for k, v in sorted(self.to_dict().items()))})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ClipInfo.from_dict, (self.to_dict(),)
+
+    def update(self, **facts: Any) -> None:
+        """Record several facts at once."""
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recorded facts (and ``scores`` when not empty) as a JSON-able dict."""
+        data = {name: getattr(self, name) for name in self.FACTS if name in self.recorded}
+        if self.scores:
+            data["scores"] = dict(self.scores)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipInfo:
+        data = dict(data)
+        info = cls(**{k: v for k, v in data.items() if k != "scores"})
+        info.scores = dict(data.get("scores", {}))
+        return info
+
+
+ClipInfo.FACTS = tuple(f.name for f in dataclasses.fields(ClipInfo) if f.name not in ("scores", "recorded"))
+
+
 @dataclass(slots=True)
 class ClipState:
     """A clip on its way through the stages: the record plus what was found so far.
 
     ``outputs`` maps a member name (``mp4``, ``wav``, later ``lmks.npy`` ...) to a file
-    in the work area; ``info`` holds small measured facts (frames, fps, duration ...).
+    in the work area; ``info`` holds the measured facts (:class:`ClipInfo`).
     A failed or removed clip keeps the first error, the stage that raised it and a short
     ``reason`` code (one of :data:`aniportrait.reasons.REASONS`); later stages pass it
     through unchanged.
@@ -174,7 +286,7 @@ class ClipState:
     reason: str | None = None
     source_path: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ClipInfo = field(default_factory=ClipInfo)
     cached_stages: list[str] = field(default_factory=list)
 
     @property
@@ -196,7 +308,7 @@ class ClipState:
         self.reason = reason
 
     def split(self, stage: str, note: str) -> None:
-        """Mark the clip replaced by sub-clips (listed by the stage in ``info``)."""
+        """Mark the clip replaced by sub-clips (listed by the stage in ``info.parts``)."""
         self.status = STATUS_SPLIT
         self.failed_stage = stage
         self.error = note
@@ -205,12 +317,14 @@ class ClipState:
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
         data["record"] = self.record.to_dict()
+        data["info"] = self.info.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipState:
         data = dict(data)
         data["record"] = ClipRecord.from_dict(data["record"])
+        data["info"] = ClipInfo.from_dict(data["info"])
         return cls(**data)
 
     def to_row(self) -> dict[str, str]:

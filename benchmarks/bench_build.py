@@ -205,7 +205,7 @@ def ours_pass(root: Path, tag: str, workers: int, workload: Workload) -> Run:
     if not all(s.ok for s in result.states):
         raise SystemExit(f"build {tag}: clips not ok: " + "; ".join(
             f"{s.record.clip_id} {s.status} in {s.failed_stage}: {s.error}" for s in result.states if not s.ok))
-    clip_s = sum(float(s.info["duration_s"]) for s in result.states)
+    clip_s = sum(float(s.info.duration_s) for s in result.states)
     return Run(f"ours-{workers}", clip_s, wall, dict(result.stage_seconds), dict(result.worker_peak_rss_mb),
                tuple(s["sha256"] for s in result.release["shards"]), dict(result.timings_s))
 

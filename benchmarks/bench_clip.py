@@ -129,7 +129,7 @@ def timed_build(root: Path, tag: str, workers: int, metadata: Path, mirror: Path
     failed = [s.record.clip_id for s in result.states if not s.ok]
     if failed:
         raise SystemExit(f"build {tag}: {len(failed)} clips failed: {', '.join(failed)}")
-    clip_s = sum(float(s.info["duration_s"]) for s in result.states)
+    clip_s = sum(float(s.info.duration_s) for s in result.states)
     shards = tuple(s["sha256"] for s in result.release["shards"])
     return Run(workers, clip_s, result.timings_s["process"], total, shards)
 

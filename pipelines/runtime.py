@@ -1,17 +1,24 @@
-"""What every Ray job of this package shares: starting Ray, and the error contract.
+"""What every Ray job of this package shares: starting Ray, shipping code, the error contract.
 
 The build and batch inference both connect with :func:`init_ray`, record an error a
 stage raised on purpose as one readable line (:func:`describe_error`), and tell a full
 disk (a problem of the machine: stop, a rerun resumes) from a bad input (recorded on the
-clip or job: go on) with :func:`is_disk_full`.
+clip or job: go on) with :func:`is_disk_full`. :func:`by_value` sends a function's code
+to the workers with the object that holds it.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
 
 import ray
+from ray import cloudpickle
 
 from aniportrait.media.download import DownloadError
 from aniportrait.media.probe import MediaError
@@ -39,6 +46,44 @@ def init_ray(address: str | None) -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and _below_error not in handler.filters:
             handler.addFilter(_below_error)
+
+
+class _ByValue:
+    """A function that pickles with its code (see :func:`by_value`); calls go to the function."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        module = inspect.getmodule(self.fn)
+        # cloudpickle already sends ``__main__`` and registered modules by value; any other
+        # module is registered for this one call only.
+        register = (module is not None and module.__name__ != "__main__"
+                    and module.__name__ not in cloudpickle.list_registry_pickle_by_value())
+        if register:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            data = cloudpickle.dumps(self.fn)
+        finally:
+            if register:
+                cloudpickle.unregister_pickle_by_value(module)
+        return pickle.loads, (data,)
+
+
+def by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, pickled with its code instead of as a reference to its module.
+
+    A Ray worker imports the module of every function a pickle references by name; a
+    function whose module only the driver can import (a test module pytest put on the
+    driver's path, a notebook's helper file) must travel by value instead. The rest of
+    its module that it uses travels with it; other modules (numpy, this package) are
+    imported in the worker as usual. Unpickled, it is the plain function.
+    """
+    return _ByValue(fn)
 
 
 def _below_error(record: logging.LogRecord) -> bool:

@@ -73,33 +73,33 @@ def test_a_padded_batch_equals_one_by_one(tiny_wav2vec2: Path, media_dir: Path) 
 
 
 def test_silent_and_missing_audio_are_recorded_not_failed(tiny_wav2vec2: Path, tmp_path: Path) -> None:
-    from aniportrait.schema import ClipRecord, ClipState
+    from aniportrait.schema import ClipInfo, ClipRecord, ClipState
     from pipelines.build.stages.audio import AudioFeatures
 
     stage = AudioFeatures(str(tmp_path), str(tiny_wav2vec2), "sha256:test")
     record = ClipRecord(dataset="t", clip_id="quiet", source_id="s", source_url=None, mirror_names=(),
                         start_s=0.0, end_s=1.0)
     _write_wav(stage.work.clip_file("quiet", "audio.wav"), bytes(2 * 16000))
-    silent = ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": 30})
+    silent = ClipState(record, outputs={"wav": "audio.wav"}, info=ClipInfo(frames=30))
     stage.run(silent)
-    assert silent.ok and silent.info["audio_features"] == "none: silent audio (peak 0.0e+00)"
+    assert silent.ok and silent.info.audio_features == "none: silent audio (peak 0.0e+00)"
     assert "wav2vec.npy" not in silent.outputs
     short_record = ClipRecord(dataset="t", clip_id="blip", source_id="s", source_url=None, mirror_names=(),
                               start_s=0.0, end_s=0.01)
     _write_wav(stage.work.clip_file("blip", "audio.wav"), np.full(160, 8000, "<i2").tobytes())
-    short = ClipState(short_record, outputs={"wav": "audio.wav"}, info={"frames": 1})
+    short = ClipState(short_record, outputs={"wav": "audio.wav"}, info=ClipInfo(frames=1))
     stage.run(short)
-    assert short.ok and short.info["audio_features"] == "none: audio too short (160 samples, wav2vec2 needs 400)"
+    assert short.ok and short.info.audio_features == "none: audio too short (160 samples, wav2vec2 needs 400)"
     video_only = ClipState(ClipRecord(dataset="t", clip_id="mute", source_id="s", source_url=None, mirror_names=(),
                                       start_s=0.0, end_s=1.0, expect_audio=False),
-                           info={"frames": 30, "audio_note": "dataset is video-only"})
+                           info=ClipInfo(frames=30, audio_note="dataset is video-only"))
     stage.run(video_only)
-    assert video_only.ok and video_only.info["audio_features"] == "none: dataset is video-only"
+    assert video_only.ok and video_only.info.audio_features == "none: dataset is video-only"
 
 
 def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Path, tmp_path: Path,
                                                                media_dir: Path) -> None:
-    from aniportrait.schema import ClipRecord, ClipState
+    from aniportrait.schema import ClipInfo, ClipRecord, ClipState
     from pipelines.build.stages.audio import AudioFeatures, length_buckets
 
     assert [len(g) for g in length_buckets([30, 31, 90, 100, 37, 200], key=lambda n: n)] == [3, 2, 1]
@@ -113,7 +113,7 @@ def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Pa
             _write_wav(stage.work.clip_file(clip_id, "audio.wav"), (speech[:samples] * 32767).astype("<i2").tobytes())
             record = ClipRecord(dataset="t", clip_id=clip_id, source_id="s", source_url=None, mirror_names=(),
                                 start_s=0.0, end_s=frames / 30)
-            clips.append(ClipState(record, outputs={"wav": "audio.wav"}, info={"frames": frames}))
+            clips.append(ClipState(record, outputs={"wav": "audio.wav"}, info=ClipInfo(frames=frames)))
         if folder == "one":
             for state in clips:
                 stage.run(state)
@@ -121,8 +121,8 @@ def test_batched_stage_equals_one_by_one_and_buckets_by_length(tiny_wav2vec2: Pa
             stage.run_batch(clips)
         states[folder] = clips
     for single, batched in zip(states["one"], states["batch"]):
-        assert batched.ok and batched.info["audio_features"] == "wav2vec2"
+        assert batched.ok and batched.info.audio_features == "wav2vec2"
         a = np.load(tmp_path / "one" / "clips" / single.record.clip_id / "wav2vec.npy").astype(np.float32)
         b = np.load(tmp_path / "batch" / "clips" / batched.record.clip_id / "wav2vec.npy").astype(np.float32)
-        assert a.shape == b.shape == (single.info["frames"], 32)
+        assert a.shape == b.shape == (single.info.frames, 32)
         np.testing.assert_allclose(a, b, atol=2e-2)  # float16 storage

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -13,9 +12,19 @@ import pytest
 import webdataset as wds
 from sample_lists import SAMPLE_SIZE
 
+from aniportrait.format import (
+    BLENDSHAPES,
+    HAS_FACE,
+    LANDMARKS,
+    MESH,
+    POSE6D,
+    RELEASE_NAME,
+    TRANS_MAT,
+    array_bytes,
+    read_array,
+)
 from aniportrait.media.probe import count_video_frames, probe
 from pipelines.tools.export import INDEX_NAME, export_official, face_frame_indices
-from pipelines.build.pack import RELEASE_NAME
 from pipelines.tools.preview import contact_sheet, make_preview, tile_indices
 
 pytestmark = pytest.mark.slow
@@ -48,10 +57,6 @@ def exported(built: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dic
     return export_official(str(built), dest), dest
 
 
-def _array(item: dict, member: str) -> np.ndarray:
-    return np.load(io.BytesIO(item[member]))
-
-
 def _clip_data(dest: Path, clip: str = CLIP) -> dict:
     return json.loads((dest / INDEX_NAME).read_text())[clip]["clip_data_list"][0]
 
@@ -76,8 +81,8 @@ def test_export_writes_the_official_layout(exported: tuple[dict, Path], shard_sa
     pngs, lmks_files = sorted(folder.glob("*.png")), sorted(folder.glob("*lmks.npy"))
     assert [p.stem for p in pngs] == [p.name.split("_")[0] for p in lmks_files]
     assert [str(p) for p in lmks_files] == data["lmks_list"]
-    lmks, blendshapes = _array(shard_sample, "lmks.npy"), _array(shard_sample, "blendshapes.npy")
-    trans_mat, lmks3d = _array(shard_sample, "trans_mat.npy"), _array(shard_sample, "lmks3d.npy")
+    lmks, blendshapes = read_array(shard_sample, LANDMARKS), read_array(shard_sample, BLENDSHAPES)
+    trans_mat, lmks3d = read_array(shard_sample, TRANS_MAT), read_array(shard_sample, MESH)
     for i, path in enumerate(data["lmks_list"]):
         stem = path[: -len("_lmks.npy")]
         arrays = {name: np.load(f"{stem}_{name}.npy") for name in ("lmks", "lmks3d", "trans_mat", "bs")}
@@ -111,20 +116,23 @@ def test_face_frame_indices_skips_missing_faces_and_non_finite_rows() -> None:
     np.testing.assert_array_equal(face_frame_indices(has_face, [lmks, bs]), [0, 1, 4])
 
 
-def _out_with_missing_face(built: Path, item: dict, folder: Path) -> Path:
-    """A copy of the build whose clip lost its face in frame ``MISSING`` (NaN rows, has_face False)."""
+def _out_with_sample(built: Path, sample: dict, folder: Path) -> Path:
+    """A copy of the build's release file whose one shard holds just ``sample``."""
     folder.mkdir()
-    changed = {k: v for k, v in item.items() if k in ("__key__", "json", "mp4", "wav", "pose.mp4")}
-    for member in ("lmks.npy", "lmks3d.npy", "trans_mat.npy", "pose6d.npy", "blendshapes.npy", "has_face.npy"):
-        array = _array(item, member).copy()
-        array[MISSING] = False if array.dtype == bool else np.nan
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        changed[member] = buffer.getvalue()
     with wds.TarWriter(str(folder / "sample-train-000000.tar")) as writer:
-        writer.write(changed)
+        writer.write(sample)
     (folder / RELEASE_NAME).write_text((built / RELEASE_NAME).read_text())
     return folder
+
+
+def _out_with_missing_face(built: Path, item: dict, folder: Path) -> Path:
+    """A copy of the build whose clip lost its face in frame ``MISSING`` (NaN rows, has_face False)."""
+    changed = {k: v for k, v in item.items() if k in ("__key__", "json", "mp4", "wav", "pose.mp4")}
+    for member in (LANDMARKS, MESH, TRANS_MAT, POSE6D, BLENDSHAPES, HAS_FACE):
+        array = read_array(item, member).copy()
+        array[MISSING] = False if array.dtype == bool else np.nan
+        changed[member.name] = array_bytes(array)
+    return _out_with_sample(built, changed, folder)
 
 
 def test_a_missing_face_is_skipped_without_shifting_later_frames(
@@ -141,7 +149,15 @@ def test_a_missing_face_is_skipped_without_shifting_later_frames(
     after = MISSING + 1  # the next frame keeps its own image and its own landmarks
     reference = exported[1] / "clips" / CLIP / f"{after:06d}.png"
     np.testing.assert_array_equal(cv2.imread(str(folder / f"{after:06d}.png")), cv2.imread(str(reference)))
-    np.testing.assert_array_equal(np.load(folder / f"{after:06d}_lmks.npy"), _array(shard_sample, "lmks.npy")[after])
+    np.testing.assert_array_equal(np.load(folder / f"{after:06d}_lmks.npy"), read_array(shard_sample, LANDMARKS)[after])
+
+
+def test_export_drops_a_clip_without_a_member(built: Path, shard_sample: dict, tmp_path: Path) -> None:
+    lacking = {k: v for k, v in shard_sample.items() if k == "__key__" or not k.startswith("__") and k != BLENDSHAPES.name}
+    out = _out_with_sample(built, lacking, tmp_path / "out")
+    summary = export_official(str(out), tmp_path / "official")
+    assert summary["clips_written"] == 0
+    assert summary["clips_dropped"] == {CLIP: f"sample {CLIP} has no blendshapes.npy member"}
 
 
 def test_tile_indices_and_contact_sheet_grid() -> None:

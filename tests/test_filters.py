@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aniportrait.filters import RuleError, first_broken, parse_rule, parse_rules, scene_parts
-from aniportrait.schema import ClipRecord
+from aniportrait.schema import ClipInfo, ClipRecord
 from pipelines.build.curation import CurationSettings, load_curation
 
 
@@ -24,6 +24,7 @@ def test_rules_read_aliases_and_spell_themselves_canonically() -> None:
     ("face_px=>150", "write it as"),
     ("face_px>=", "write it as"),
     ("nose_size>=3", "unknown score 'nose_size'"),
+    ("scene_cuts>=1", "is a list<item: int32>, not a number"),
 ])
 def test_bad_rules_say_what_is_accepted(text: str, needle: str) -> None:
     with pytest.raises(RuleError, match=needle):
@@ -32,16 +33,18 @@ def test_bad_rules_say_what_is_accepted(text: str, needle: str) -> None:
 
 def test_first_broken_rule_in_order_and_missing_scores_break_rules() -> None:
     rules = parse_rules("face_px>=150,sync_conf>=3")
-    assert first_broken(rules, {"face_px_median": 200.0, "sync_conf": 5.0}) is None
-    assert first_broken(rules, {"face_px_median": 100.0, "sync_conf": 1.0}).text == "face_px_median>=150"
-    assert first_broken(rules, {"face_px_median": 200.0, "sync_conf": None}).text == "sync_conf>=3"
-    assert first_broken(rules, {"face_px_median": math.nan, "sync_conf": 9.0}).text == "face_px_median>=150"
+    assert first_broken(rules, ClipInfo(face_px_median=200.0, sync_conf=5.0)) is None
+    assert first_broken(rules, ClipInfo(face_px_median=100.0, sync_conf=1.0)).text == "face_px_median>=150"
+    assert first_broken(rules, ClipInfo(face_px_median=200.0, sync_conf=None)).text == "sync_conf>=3"
+    assert first_broken(rules, ClipInfo(face_px_median=200.0)).text == "sync_conf>=3"
+    assert first_broken(rules, ClipInfo(face_px_median=math.nan, sync_conf=9.0)).text == "face_px_median>=150"
 
 
 def test_derived_scores_can_be_filtered() -> None:
-    assert first_broken(parse_rules("sync_offset_abs<=2"), {"sync_offset": -3}).text == "sync_offset_abs<=2"
-    assert first_broken(parse_rules("sync_offset_abs<=2"), {"sync_offset": -2}) is None
-    assert first_broken(parse_rules("scene_cut_count==0"), {"scene_cuts": [40]}) is not None
+    assert first_broken(parse_rules("sync_offset_abs<=2"), ClipInfo(sync_offset=-3)).text == "sync_offset_abs<=2"
+    assert first_broken(parse_rules("sync_offset_abs<=2"), ClipInfo(sync_offset=-2)) is None
+    assert first_broken(parse_rules("scene_cut_count==0"), ClipInfo(scene_cuts=[40])) is not None
+    assert first_broken(parse_rules("scene_cut_count==0"), ClipInfo()) is None
 
 
 def test_scene_parts_drop_short_shots() -> None:

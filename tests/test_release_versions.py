@@ -23,7 +23,15 @@ from rich.console import Console
 from sample_lists import SAMPLE_SIZE, copy_work
 
 from aniportrait.media.cut import CutSettings
-from aniportrait.schema import STATUS_FAILED, STATUS_FILTERED, STATUS_OK, STATUS_SPLIT, ClipRecord, ClipState
+from aniportrait.schema import (
+    STATUS_FAILED,
+    STATUS_FILTERED,
+    STATUS_OK,
+    STATUS_SPLIT,
+    ClipInfo,
+    ClipRecord,
+    ClipState,
+)
 from aniportrait.storage import OutputDir
 from datasets_spec import sample
 from pipelines.build.run import run_build
@@ -47,7 +55,7 @@ def _clip(work: WorkArea, clip_id: str, sizes: dict[str, int], status: str = STA
     for member, size in sizes.items():
         work.clip_file(clip_id, f"out.{member}").write_bytes(os.urandom(size))
         outputs[member] = f"out.{member}"
-    return ClipState(record, status=status, outputs=outputs, info={"frames": sizes.get("mp4", 0)})
+    return ClipState(record, status=status, outputs=outputs, info=ClipInfo(frames=sizes.get("mp4", 0)))
 
 
 def _write(plans: list, out: Path, work: WorkArea) -> dict[str, dict]:

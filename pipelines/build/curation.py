@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aniportrait.filters import Rule, parse_rules
+from aniportrait.filters import parse_rules
 
 SCENE_POLICIES = ("split", "reject", "keep")
 
@@ -53,12 +53,9 @@ class CurationSettings:
             raise ValueError(f"min_frames must be at least 1, got {self.min_frames}")
         if not 0.0 <= self.max_second_face_rate <= 1.0:
             raise ValueError(f"max_second_face_rate must be within 0..1, got {self.max_second_face_rate}")
-        # Canonical spelling, so "face_px >= 150" and "face_px_median>=150" hash alike.
+        # Canonical spelling, so "face_px >= 150" and "face_px_median>=150" hash alike. The
+        # filter stage reads the rules again against the build's score snapshot.
         object.__setattr__(self, "filter", tuple(rule.text for rule in parse_rules(self.filter)))
-
-    @property
-    def rules(self) -> tuple[Rule, ...]:
-        return parse_rules(self.filter)
 
 
 def load_curation(path: str | Path | None = None, **overrides: Any) -> CurationSettings:

@@ -18,7 +18,6 @@ release's is not written again.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import tarfile
@@ -26,9 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from aniportrait.format import MANIFEST_NAME, META, RELEASE_NAME, release_bytes
 from aniportrait.manifest import manifest_bytes, manifest_row, sample_json
 from aniportrait.schema import STATUS_FILTERED, STATUS_OK, ClipState
 from aniportrait.storage import OutputDir, sha256_bytes
@@ -39,8 +36,6 @@ log = logging.getLogger(__name__)
 SHARD_MTIME = 0
 SHARD_OWNER = "aniportrait"
 SHARD_MODE = 0o444
-MANIFEST_NAME = "manifest.parquet"
-RELEASE_NAME = "release.json"
 REJECTED = "rejected"
 
 
@@ -85,7 +80,7 @@ def member_size(name: str, size: int) -> int:
 def sample_size(state: ClipState, work: WorkArea) -> int:
     """Bytes the clip's sample takes in a shard (its ``json`` member and its files)."""
     key = state.record.clip_id
-    total = member_size(f"{key}.json", len(sample_json(state)))
+    total = member_size(f"{key}.{META.name}", len(sample_json(state)))
     sizes = work.sizes(key) if state.outputs else {}
     for member, filename in state.outputs.items():
         total += member_size(f"{key}.{member}", sizes[filename])
@@ -163,7 +158,7 @@ class _HashingWriter:
 
 def sample_members(state: ClipState, work: WorkArea) -> dict[str, bytes | str]:
     """The WebDataset sample of one clip: ``__key__`` plus one member per output."""
-    sample: dict[str, bytes | str] = {"__key__": state.record.clip_id, "json": sample_json(state)}
+    sample: dict[str, bytes | str] = {"__key__": state.record.clip_id, META.name: sample_json(state)}
     for member, filename in sorted(state.outputs.items()):
         sample[member] = work.read_bytes(state.record.clip_id, filename)
     return sample
@@ -230,16 +225,6 @@ def write_if_changed(out: OutputDir, name: str, data: bytes) -> bool:
     return True
 
 
-def read_release(out: OutputDir) -> dict[str, Any]:
-    """The ``release.json`` of a built dataset."""
-    return json.loads(out.read_bytes(RELEASE_NAME))
-
-
-def read_manifest(out: OutputDir, columns: list[str] | None = None) -> pa.Table:
-    """The ``manifest.parquet`` of a built dataset (all columns, or ``columns``)."""
-    return pq.read_table(io.BytesIO(out.read_bytes(MANIFEST_NAME)), columns=columns)
-
-
 def write_manifest(out: OutputDir, states: list[ClipState], shard_of: dict[str, str],
                    generations: dict[str, int]) -> dict[str, Any]:
     """Write ``manifest.parquet`` (when its bytes changed); return its entry for the release file."""
@@ -251,5 +236,5 @@ def write_manifest(out: OutputDir, states: list[ClipState], shard_of: dict[str, 
 
 
 def write_release(out: OutputDir, release: dict[str, Any]) -> None:
-    """Write ``release.json`` (sorted keys, no timestamps) last, when its bytes changed."""
-    write_if_changed(out, RELEASE_NAME, (json.dumps(release, sort_keys=True, indent=2) + "\n").encode())
+    """Write ``release.json`` (:func:`aniportrait.format.release_bytes`) last, when its bytes changed."""
+    write_if_changed(out, RELEASE_NAME, release_bytes(release))

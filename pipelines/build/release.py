@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aniportrait.format import read_manifest, read_release
 from aniportrait.schema import STATUS_FAILED, ClipState
 from aniportrait.storage import OutputDir
-from pipelines.build.pack import read_manifest, read_release
 
 
 @dataclass(frozen=True)

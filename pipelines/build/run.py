@@ -10,6 +10,7 @@ those whose content changed are written (see ``pipelines.build.pack`` and ``pipe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 import time
@@ -23,13 +24,14 @@ from rich.console import Console
 import datasets_spec
 from aniportrait.audio import ModelLoadError
 from aniportrait.face import DEFAULT_MODEL
+from aniportrait.format import RELEASE_NAME
 from aniportrait.landmarks import LandmarkerSettings
 from aniportrait.schema import METADATA_STAGE, STATUS_FAILED, STATUS_SPLIT, STATUSES, ClipRecord, ClipState
+from aniportrait.scores import SCORES, ScoreRegistry
 from aniportrait.storage import OutputDir
 from datasets_spec.errors import MetadataError
 from pipelines.build.config import BuildConfig
 from pipelines.build.pack import (
-    RELEASE_NAME,
     ShardPlan,
     plan_rows,
     plan_shards,
@@ -40,14 +42,14 @@ from pipelines.build.pack import (
 )
 from pipelines.build.progress import failure_table, make_progress, summary_table
 from pipelines.build.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
-from pipelines.runtime import init_ray
+from pipelines.runtime import by_value, init_ray
 from pipelines.build.stages.audio import AudioFeatures, model_revision
 from pipelines.build.stages.base import ClipStage
 from pipelines.build.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain, StageMetrics, chain_specs
 from pipelines.build.stages.cut import CutClip
 from pipelines.build.stages.face import ExtractFace
 from pipelines.build.stages.fetch import STAGE as DOWNLOAD_STAGE
-from pipelines.build.stages.fetch import FetchSource
+from pipelines.build.stages.fetch import ORIGINS, FetchSource, GateActor
 from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.build.stages.render import RenderPose
 from pipelines.build.versions import tool_versions
@@ -82,6 +84,12 @@ class BuildResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: Peak resident memory (MiB) of each stage-chain worker (``host:pid``).
     worker_peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    #: Sources of the clips processed in this run, by where they came from (``mirror``,
+    #: ``work``: downloaded by an earlier run, ``network``).
+    sources: dict[str, int] = field(default_factory=dict)
+    #: The download gate's stats (``aniportrait.media.throttle.DownloadGate.stats``); empty
+    #: with ``--no-download``.
+    downloads: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -125,13 +133,14 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
     if not model.is_file():
         raise SetupError(f"face landmarker model not found at {model} (--face-model)")
     landmarker = LandmarkerSettings(model_path=str(model), mode=cfg.landmarker_mode)
+    scores = score_snapshot()
     chain: list[tuple[type[ClipStage], dict[str, Any]]] = [
         (CutClip, {"cut": cfg.cut, "min_frames": cfg.curation.min_frames}),
         (ExtractFace, {"landmarker": landmarker, "min_face_rate": cfg.min_face_rate,
                        "scene_threshold": cfg.curation.scene_threshold}),
         (RenderPose, {}),
-        (ScoreQuality, {}),
-        (FilterClips, {"curation": cfg.curation}),
+        (ScoreQuality, {"scores": scores}),
+        (FilterClips, {"curation": cfg.curation, "scores": scores}),
     ]
     if cfg.curation.fix_sync:
         chain.append((FixSync, {}))
@@ -150,10 +159,17 @@ def clip_stages(cfg: BuildConfig) -> list[ClipStage]:
     return stages
 
 
+def score_snapshot() -> ScoreRegistry:
+    """The registered scores as the quality and filter stages carry them to their Ray workers:
+    a copy (a later registration leaves the build alone) whose compute functions travel by
+    value, so a score registered only in this process is computed in every worker."""
+    return ScoreRegistry(dataclasses.replace(s, compute=by_value(s.compute)) if s.compute else s for s in SCORES)
+
+
 def sub_clips(states: list[ClipState], fps: float) -> list[ClipRecord]:
     """The records of the shots that clips split at scene cuts were replaced by."""
     return [state.record.part(first, end, fps)
-            for state in states if state.status == STATUS_SPLIT for first, end in state.info["parts"]]
+            for state in states if state.status == STATUS_SPLIT for first, end in state.info.parts]
 
 
 def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
@@ -182,16 +198,23 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     timings: dict[str, float] = {}
     metrics = StageMetrics()
+    downloads: dict[str, Any] = {}
     with make_progress(console) as progress:
         started = time.perf_counter()
-        if pending:
-            states += _process(cfg, stages, pending, workers, progress, metrics)
-        parts = sub_clips(states, cfg.cut.fps)
-        if parts:
-            done_parts, pending_parts = _resume(stages[-1], parts, stage_names)
-            states += done_parts
-            if pending_parts:
-                states += _process(cfg, stages, pending_parts, workers, progress, metrics)
+        gate = None if cfg.no_download else GateActor.start(cfg.download_rate, cfg.max_bot_checks)
+        try:
+            if pending:
+                states += _process(cfg, stages, pending, workers, progress, metrics, gate)
+            parts = sub_clips(states, cfg.cut.fps)
+            if parts:
+                done_parts, pending_parts = _resume(stages[-1], parts, stage_names)
+                states += done_parts
+                if pending_parts:
+                    states += _process(cfg, stages, pending_parts, workers, progress, metrics, gate)
+        finally:
+            if gate is not None:
+                downloads = gate.stats()
+                gate.stop()
         timings["process"] = time.perf_counter() - started
         started = time.perf_counter()
         states.sort(key=lambda s: s.record.clip_id)
@@ -201,14 +224,27 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         timings["pack"] = time.perf_counter() - started
     result = BuildResult(states, shards, release, resumed=len(records) - len(pending), stage_names=stage_names,
                          timings_s=timings, stage_seconds=metrics.stage_seconds,
-                         worker_peak_rss_mb=metrics.peak_rss_mb)
+                         worker_peak_rss_mb=metrics.peak_rss_mb,
+                         sources=dict(Counter(metrics.sources.values())), downloads=downloads)
     console.print(summary_table(states, stage_names, len(shards)))
     if metrics.stage_seconds:
         console.print(metrics.summary())
+    if result.sources:
+        console.print(_sources_summary(result.sources, downloads))
     failures = failure_table(states)
     if failures is not None:
         console.print(failures)
     return result
+
+
+def _sources_summary(sources: dict[str, int], downloads: dict[str, Any]) -> str:
+    """One line: where this run's sources came from, and the download gate's back-offs."""
+    names = {"mirror": "from the mirror", "work": "downloaded earlier (work area)", "network": "downloaded now"}
+    line = "sources: " + ", ".join(f"{sources.get(origin, 0)} {names[origin]}" for origin in ORIGINS)
+    if downloads.get("bot_checks"):
+        line += (f"; {downloads['bot_checks']} bot checks or HTTP 429 answers, downloads spaced up to "
+                 f"{downloads['longest_interval_s']:.3g} s apart")
+    return line
 
 
 def _resume(last: ClipStage, records: list[ClipRecord], stage_names: list[str]
@@ -240,20 +276,23 @@ def _forget_failures(stages: list[ClipStage], failed: dict[str, str]) -> None:
 
 
 def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,
-             progress: Any, metrics: StageMetrics) -> list[ClipState]:
-    """Run the clip stages over ``pending`` on Ray; add the chain's timings to ``metrics``.
+             progress: Any, metrics: StageMetrics, gate: GateActor | None) -> list[ClipState]:
+    """Run the clip stages over ``pending`` on Ray; add the chain's metrics to ``metrics``.
 
     A chain actor that dies (killed, out of memory, node lost) is restarted and its clip
     runs again: Ray Data's default for actor pools (``max_restarts=-1``,
     ``max_task_retries=-1``; ``tests/test_faults.py`` checks it); the clip's finished
-    stages are restored from their markers. A full disk stops the build with
-    :class:`SetupError`; finished clips stay.
+    stages are restored from their markers. A full disk, or the download ``gate`` stopping
+    the downloads, stops the build with :class:`SetupError`; finished clips stay.
     """
     # Small blocks (one clip each up to MAX_BLOCKS) so every worker gets clips at once.
     rows = [state.to_row() for state in pending]
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
     ds = ds.map(FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
-                                                    "retries": cfg.download_retries},
+                                                    "retries": cfg.download_retries,
+                                                    "settings": cfg.download_settings(),
+                                                    "no_download": cfg.no_download,
+                                                    "gate": gate.name if gate else None},
                 compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(rows))), num_cpus=0)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     # With GPUs in the cluster, the chain splits at its first GPU stage: CPU actors run
@@ -276,8 +315,8 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     finished: list[ClipState] = []
     for row in ds.iter_rows():
         if row[HALT_COLUMN]:
-            raise SetupError(f"{row[HALT_COLUMN]}. Finished clips are kept: free some space and run "
-                             "the same command again to go on.")
+            raise SetupError(f"{row[HALT_COLUMN]}. Finished clips are kept: run the same command again "
+                             "to go on.")
         state = ClipState.from_row(row)
         finished.append(state)
         metrics.add(row[METRICS_COLUMN])
@@ -360,7 +399,7 @@ def _release(cfg: BuildConfig, out: OutputDir, states: list[ClipState], packed: 
         "config": cfg.content_config(),
         "config_hash": cfg.content_hash(),
         "counts": {"clips": len(states), **{status: statuses[status] for status in STATUSES},
-                   "frames": sum(int(s.info.get("frames") or 0) for s in states if s.ok)},
+                   "frames": sum(int(s.info.frames or 0) for s in states if s.ok)},
         "shards": [e for e in packed.entries if e["name"] not in rejected],
         "rejected_shards": [e for e in packed.entries if e["name"] in rejected],
         "manifest": manifest,

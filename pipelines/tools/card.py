@@ -22,11 +22,32 @@ from typing import Any
 import numpy as np
 
 import datasets_spec
+from aniportrait.format import (
+    AUDIO,
+    LANDMARKS,
+    MEMBERS_BY_NAME,
+    META,
+    POSE_VIDEO,
+    VIDEO,
+    iter_samples,
+    member_bytes,
+    read_array,
+    read_manifest,
+    read_meta,
+    read_release,
+)
 from aniportrait.storage import OutputDir
 from datasets_spec.spec import VIDEOS_NOTE, Licence
-from pipelines.tools.card_plots import PLOT_NAMES, Plot, ShardFrames, failure_counts, make_plots, read_shard_frames
-from pipelines.tools.export import iter_samples
-from pipelines.build.pack import read_manifest, read_release
+from aniportrait.scores import SCORES, ScoreRegistry
+from pipelines.tools.card_plots import (
+    PLOT_NAMES,
+    Plot,
+    ShardFrames,
+    column,
+    failure_counts,
+    make_plots,
+    read_shard_frames,
+)
 
 README_NAME = "README.md"
 PLOTS_DIR = "card"
@@ -46,19 +67,6 @@ ANIPORTRAIT_BIBTEX = """@misc{wei2024aniportrait,
   archivePrefix={arXiv},
   primaryClass={cs.CV}
 }"""
-MEMBER_NOTES = {
-    "json": "clip metadata: source record (video id, time span, crop) and measured facts (`info`)",
-    "mp4": "the face crop, H.264",
-    "wav": "the clip's audio, PCM",
-    "pose.mp4": "rendered pose image per frame (the PoseGuider input), H.264",
-    "lmks.npy": "MediaPipe face landmarks, x and y normalised to the frame, NaN rows where no face",
-    "lmks3d.npy": "canonical face mesh (the 468 mesh vertices in canonical space)",
-    "trans_mat.npy": "canonical-to-camera pose matrix per frame",
-    "pose6d.npy": "Euler xyz angles in degrees (pitch, yaw, roll) and translation per frame",
-    "blendshapes.npy": "MediaPipe blendshape scores (index 0 is `_neutral`)",
-    "has_face.npy": "whether a face was found in each frame",
-    "wav2vec.npy": "wav2vec2 hidden states resampled to the video frame rate",
-}
 
 
 @dataclass(frozen=True)
@@ -165,30 +173,46 @@ def build_section(release: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _member_detail(name: str, data: bytes, info: dict[str, Any]) -> str:
-    """Shape and type of one member of the first sample (the frame count shown as T)."""
-    if name.endswith(".npy"):
-        array = np.load(io.BytesIO(data))
+def _member_detail(sample: dict[str, Any], name: str, info: dict[str, Any]) -> str:
+    """Shape and type of one member of ``sample``, as measured (the frame count shown as T)."""
+    member = MEMBERS_BY_NAME.get(name)
+    if member is not None and member.is_array:
+        array = read_array(sample, member)
         shape = ["T" if i == 0 and size == info.get("frames") else str(size) for i, size in enumerate(array.shape)]
         return f"({', '.join(shape)}{',' if len(shape) == 1 else ''}) {array.dtype}"
-    if name.endswith("mp4"):
+    if member in (VIDEO, POSE_VIDEO):
         return f"{info.get('width')}x{info.get('height')}, {info.get('fps')} fps"
-    if name == "wav":
-        with wave.open(io.BytesIO(data)) as reader:
+    if member == AUDIO:
+        with wave.open(io.BytesIO(member_bytes(sample, AUDIO))) as reader:
             return f"{reader.getframerate()} Hz, {reader.getnchannels()} channel(s), {8 * reader.getsampwidth()}-bit"
-    return "UTF-8 JSON" if name == "json" else f"{len(data)} bytes"
+    return META.dtype if member == META else f"{len(sample[name])} bytes"
 
 
 def members_section(sample: dict[str, Any] | None) -> list[str]:
     lines = ["## Members of a sample", ""]
     if sample is None:
         return lines + ["The release has no samples.", ""]
-    info = json.loads(sample["json"]).get("info", {})
+    info = read_meta(sample).get("info", {})
     lines += [f"Each sample is one clip; its key is the clip id (first sample: `{sample['__key__']}`). "
               "T is the clip's frame count.", ""]
     members = sorted(k for k in sample if not k.startswith("__"))
     return lines + _table(("member", "content", "description"),
-                          [(f"`{m}`", _member_detail(m, sample[m], info), MEMBER_NOTES.get(m, "")) for m in members])
+                          [(f"`{m}`", _member_detail(sample, m, info),
+                            MEMBERS_BY_NAME[m].meaning if m in MEMBERS_BY_NAME else "") for m in members])
+
+
+def scores_section(rows: list[dict[str, Any]], scores: ScoreRegistry = SCORES) -> list[str]:
+    """The registered scores the kept clips have values of: meaning, unit, clips and median."""
+    measured = [(score, column(rows, score.name)) for score in scores if score.numeric and score.derive is None]
+    measured = [(score, values) for score, values in measured if len(values)]
+    lines = ["## Scores", ""]
+    if not measured:
+        return lines + ["No kept clip has a score.", ""]
+    lines += ["Per-clip scores of the kept clips, each a column of `manifest.parquet` and a key of the sample's "
+              "`json` `info` (added scores under `info.scores`); `--filter` rules can name them.", ""]
+    return lines + _table(("score", "unit", "meaning", "clips", "median"),
+                          [(f"`{score.name}`", score.unit, score.meaning, len(values), f"{np.median(values):.4g}")
+                           for score, values in measured])
 
 
 def plots_section(plots: list[Plot], plots_dir: str) -> list[str]:
@@ -220,8 +244,8 @@ def loading_section(release: dict[str, Any]) -> list[str]:
             "import glob, io, json", "import numpy as np", "import webdataset as wds", "",
             f"shards = sorted(f for pattern in {json.dumps(patterns)} for f in glob.glob(pattern))",
             'for sample in wds.WebDataset(shards, shardshuffle=False):',
-            '    meta = json.loads(sample["json"])',
-            '    lmks = np.load(io.BytesIO(sample["lmks.npy"]))  # (T, 478, 3)', "```", "",
+            f'    meta = json.loads(sample["{META.name}"])',
+            f'    lmks = np.load(io.BytesIO(sample["{LANDMARKS.name}"]))  # {LANDMARKS.shape_text}', "```", "",
             "With Hugging Face `datasets` (the WebDataset loader decodes `.json` and `.npy` members; "
             "`mp4` and `wav` members decode with `torchcodec` installed):", "", "```python",
             "from datasets import load_dataset", "",
@@ -262,7 +286,7 @@ def render_readme(release: dict[str, Any], rows: list[dict[str, Any]], sample: d
             "face-crop video, its audio, MediaPipe landmarks, head pose, blendshapes and a rendered pose video, "
             f"packed as WebDataset shards: {samples} samples in {len(release['shards'])} shard(s).", "",
             *summary_section(release, rows), *build_section(release), *members_section(sample),
-            *plots_section(plots, plots_dir), *failures_section(rows), *loading_section(release),
+            *scores_section(rows), *plots_section(plots, plots_dir), *failures_section(rows), *loading_section(release),
             *licence_section(dataset), *citation_section(dataset)]
     return yaml_header(release, samples) + "\n" + "\n".join(body).rstrip("\n") + "\n"
 

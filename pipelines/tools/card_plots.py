@@ -5,6 +5,9 @@ under matplotlib's default style, at a fixed size and dpi, and saved without the
 ``Software`` text chunk, so the same data gives the same PNG bytes. Every plot is
 optional: a column that is absent or all null gives no plot, not an error.
 
+The score figures (:data:`aniportrait.scores.CARD_FIGURES`) hold a histogram panel for
+each score of the registry whose ``plot`` names the figure, in registry order.
+
 Values that the manifest does not hold yet come from the shards: per-frame head pose
 (``pose6d.npy``, Euler ``xyz`` degrees in the first three columns) and face size (the
 landmarks' bounding box) of the first clips of up to :data:`POSE_SHARDS` evenly spaced
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,15 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from aniportrait.format import HAS_FACE, LANDMARKS, POSE6D, iter_samples, read_array, read_meta
 from aniportrait.matplotlib_dir import keep_matplotlib_in_temp
+from aniportrait.scores import CARD_FIGURES, SCORES, Score, ScoreRegistry
 
 keep_matplotlib_in_temp()  # before matplotlib is imported: its cache and config stay out of $HOME
 from matplotlib import style  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from pipelines.tools.export import iter_samples  # noqa: E402
 
 FIG_SIZE = (8.0, 4.0)
 DPI = 100
@@ -40,7 +42,8 @@ POSE_SHARDS = 16
 POSE_CLIPS_PER_SHARD = 16
 #: Euler ``xyz`` angles of ``pose6d.npy``: rotation about x is pitch, y yaw, z roll.
 POSE_AXES = ("pitch (x)", "yaw (y)", "roll (z)")
-QUALITY_COLUMNS = ("yaw_range_deg", "pitch_range_deg", "roll_range_deg", "jitter", "sharpness", "brightness")
+#: Panels per row of a score figure.
+PANELS_PER_ROW = 3
 FAILURE_BARS = 15
 
 
@@ -79,7 +82,7 @@ def read_shard_frames(out_uri: str, shard_names: list[str]) -> ShardFrames:
         frames.shards += 1
         for sample in itertools.islice(iter_samples(out_uri, [name]), POSE_CLIPS_PER_SHARD):
             frames.clips += 1
-            pose = _array(sample, "pose6d.npy")
+            pose = read_array(sample, POSE6D, required=False)
             if pose is not None and pose.ndim == 2 and pose.shape[1] >= 3:
                 angles = pose[:, :3]
                 frames.angles.append(angles[np.isfinite(angles).all(axis=1)])
@@ -89,16 +92,12 @@ def read_shard_frames(out_uri: str, shard_names: list[str]) -> ShardFrames:
     return frames
 
 
-def _array(sample: dict[str, Any], member: str) -> np.ndarray | None:
-    return np.load(io.BytesIO(sample[member])) if member in sample else None
-
-
 def _face_px(sample: dict[str, Any]) -> float | None:
     """Median side, in pixels, of the landmarks' bounding box over the face frames."""
-    lmks, has_face = _array(sample, "lmks.npy"), _array(sample, "has_face.npy")
+    lmks, has_face = read_array(sample, LANDMARKS, required=False), read_array(sample, HAS_FACE, required=False)
     if lmks is None or lmks.ndim != 3 or len(lmks) == 0:
         return None
-    info = json.loads(sample["json"]).get("info", {})
+    info = read_meta(sample).get("info", {})
     width, height = info.get("width"), info.get("height")
     if not width or not height:
         return None
@@ -148,36 +147,45 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _histogram(ax: Any, values: np.ndarray, xlabel: str) -> None:
-    ax.hist(np.sort(values), bins=min(40, max(5, int(np.sqrt(len(values))) + 1)), color="#4c72b0")
+def _histogram(ax: Any, values: np.ndarray, xlabel: str, bins: int | None = None) -> None:
+    ax.hist(np.sort(values), bins=bins or min(40, max(5, int(np.sqrt(len(values))) + 1)), color="#4c72b0")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _durations(rows: list[dict[str, Any]]) -> Plot | None:
-    values = column(rows, "duration_s")
-    if not len(values):
+def _score_figure(rows: list[dict[str, Any]], figure_name: str, scores: ScoreRegistry) -> Plot | None:
+    """The histograms of the scores plotted in ``figure_name`` that the kept clips have values of."""
+    present: list[tuple[Score, np.ndarray]] = [
+        (score, column(rows, score.name)) for score in scores
+        if score.plot is not None and score.plot.figure == figure_name]
+    present = [(score, values) for score, values in present if len(values)]
+    if not present:
         return None
-    figure, (ax,) = _new_figure()
-    _histogram(ax, values, "clip duration (s)")
-    return Plot("durations.png", "Clip durations", f"{len(values)} clips, median {np.median(values):.1f} s.",
+    grid_rows = -(-len(present) // PANELS_PER_ROW)
+    figure = Figure(figsize=(FIG_SIZE[0], FIG_SIZE[1] * grid_rows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(grid_rows, min(len(present), PANELS_PER_ROW), squeeze=False).ravel()
+    for ax, (score, values) in zip(grid, present):
+        _histogram(ax, values, f"{score.name} ({score.unit})" if score.unit else score.name, score.plot.bins)
+    for ax in grid[len(present):]:
+        ax.set_axis_off()
+    names = ", ".join(f"`{score.name}`" for score, _ in present)
+    clips = max(len(values) for _, values in present)
+    return Plot(f"{figure_name}.png", CARD_FIGURES[figure_name],
+                f"manifest column{'s' if len(present) > 1 else ''} {names} of the kept clips ({clips} clips).",
                 _png(figure))
 
 
-def _face_sizes(rows: list[dict[str, Any]], frames: ShardFrames) -> Plot | None:
-    values = column(rows, "face_px_median")
-    if len(values):
-        caption = f"median face size per clip (manifest `face_px_median`), {len(values)} clips."
-    else:
-        values = np.array(frames.face_px)
-        caption = (f"median side of the landmarks' bounding box per clip, from the first {frames.clips} clips "
-                   f"of {frames.shards} shard(s).")
-    if not len(values):
+def _shard_face_sizes(frames: ShardFrames) -> Plot | None:
+    """Face sizes from the shards' landmarks, for a manifest without face sizes."""
+    if not frames.face_px:
         return None
     figure, (ax,) = _new_figure()
-    _histogram(ax, values, "face size (px)")
-    return Plot("face_sizes.png", "Face sizes", caption, _png(figure))
+    _histogram(ax, np.array(frames.face_px), "face size (px)")
+    caption = (f"median side of the landmarks' bounding box per clip, from the first {frames.clips} clips "
+               f"of {frames.shards} shard(s).")
+    return Plot("face_sizes.png", CARD_FIGURES["face_sizes"], caption, _png(figure))
 
 
 def _head_pose(frames: ShardFrames) -> Plot | None:
@@ -190,34 +198,6 @@ def _head_pose(frames: ShardFrames) -> Plot | None:
     caption = (f"per-frame head rotation (`pose6d.npy`) of {len(angles)} frames: the first {frames.clips} clips "
                f"of {frames.shards} shard(s).")
     return Plot("head_pose.png", "Head-pose distribution", caption, _png(figure))
-
-
-def _sync(rows: list[dict[str, Any]]) -> Plot | None:
-    present = [(name, column(rows, name)) for name in ("sync_offset", "sync_conf")]
-    present = [(name, values) for name, values in present if len(values)]
-    if not present:
-        return None
-    figure, axes = _new_figure(len(present))
-    for ax, (name, values) in zip(axes, present):
-        _histogram(ax, values, name)
-    return Plot("sync.png", "Audio-video sync", f"manifest columns {', '.join(n for n, _ in present)}.",
-                _png(figure))
-
-
-def _quality(rows: list[dict[str, Any]]) -> Plot | None:
-    present = [(name, column(rows, name)) for name in QUALITY_COLUMNS]
-    present = [(name, values) for name, values in present if len(values)]
-    if not present:
-        return None
-    figure = Figure(figsize=(FIG_SIZE[0], FIG_SIZE[1] * ((len(present) + 2) // 3)), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    grid = figure.subplots((len(present) + 2) // 3, 3, squeeze=False).ravel()
-    for ax, (name, values) in zip(grid, present):
-        _histogram(ax, values, name)
-    for ax in grid[len(present):]:
-        ax.set_axis_off()
-    return Plot("quality.png", "Per-clip quality measures",
-                f"manifest columns {', '.join(n for n, _ in present)} of the kept clips.", _png(figure))
 
 
 def _failures(rows: list[dict[str, Any]]) -> Plot | None:
@@ -242,13 +222,14 @@ def _failures(rows: list[dict[str, Any]]) -> Plot | None:
     return Plot("failures.png", "Failure reasons", f"{total} clips failed or were filtered out.", _png(figure))
 
 
-def make_plots(rows: list[dict[str, Any]], frames: ShardFrames) -> list[Plot]:
+def make_plots(rows: list[dict[str, Any]], frames: ShardFrames, scores: ScoreRegistry = SCORES) -> list[Plot]:
     """Every plot the data allows, in card order."""
     with style.context("default"):
-        plots = [_durations(rows), _face_sizes(rows, frames), _head_pose(frames), _sync(rows), _quality(rows),
-                 _failures(rows)]
+        plots = [_score_figure(rows, "durations", scores),
+                 _score_figure(rows, "face_sizes", scores) or _shard_face_sizes(frames), _head_pose(frames),
+                 _score_figure(rows, "sync", scores), _score_figure(rows, "quality", scores), _failures(rows)]
     return [plot for plot in plots if plot is not None]
 
 
 #: Every file name :func:`make_plots` may write (an old card's plots that no longer apply are removed).
-PLOT_NAMES = ("durations.png", "face_sizes.png", "head_pose.png", "sync.png", "quality.png", "failures.png")
+PLOT_NAMES = (*(f"{name}.png" for name in CARD_FIGURES), "head_pose.png", "failures.png")

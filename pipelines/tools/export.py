@@ -21,31 +21,40 @@ landmarks); the frame indices of the kept frames are their stems, so gaps stay v
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from aniportrait.format import (
+    BLENDSHAPES,
+    HAS_FACE,
+    LANDMARKS,
+    MESH,
+    TRANS_MAT,
+    VIDEO,
+    MissingMemberError,
+    iter_samples,
+    member_bytes,
+    read_array,
+    read_release,
+)
 from aniportrait.ids import UnsafePathError, contained_join
 from aniportrait.media.probe import MediaError, run_tool
 from aniportrait.storage import OutputDir, write_local_atomic
-from pipelines.build.pack import read_release
 
 log = logging.getLogger(__name__)
 
 CLIPS_DIR = "clips"
 INDEX_NAME = "training_data.json"
-#: Official per-frame file suffix -> our WebDataset member.
-ARRAY_MEMBERS = {"lmks": "lmks.npy", "lmks3d": "lmks3d.npy", "trans_mat": "trans_mat.npy", "bs": "blendshapes.npy"}
+#: Official per-frame file suffix -> our shard member.
+ARRAY_MEMBERS = {"lmks": LANDMARKS, "lmks3d": MESH, "trans_mat": TRANS_MAT, "bs": BLENDSHAPES}
 NUM_BLENDSHAPES = 52
 _TMP_MARK = ".tmp-"
 
@@ -72,22 +81,6 @@ def release_shards(out_uri: str) -> list[str]:
     return [s["name"] for s in read_release(OutputDir.from_uri(out_uri))["shards"]]
 
 
-def iter_samples(out_uri: str, shard_names: list[str]) -> Iterator[dict[str, Any]]:
-    """WebDataset samples of the named shards, streamed one by one (local or remote output)."""
-    out = OutputDir.from_uri(out_uri)
-    for name in shard_names:
-        with out.fs.open_input_stream(out.path(name)) as stream:
-            files = ({**f, "__url__": name} for f in tar_file_iterator(stream))
-            yield from group_by_keys(files)
-
-
-def load_array(sample: dict[str, Any], member: str) -> np.ndarray:
-    """The ``.npy`` member ``member`` of ``sample``."""
-    if member not in sample:
-        raise ExportError(f"clip {sample['__key__']} has no {member} member")
-    return np.load(io.BytesIO(sample[member]))
-
-
 def face_frame_indices(has_face: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
     """Indices of the frames to export: a face was found and every array row is finite."""
     keep = np.asarray(has_face, dtype=bool).copy()
@@ -98,8 +91,8 @@ def face_frame_indices(has_face: np.ndarray, arrays: list[np.ndarray]) -> np.nda
 
 def official_arrays(sample: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-frame arrays under their official names (``bs`` without ``_neutral``) and ``has_face``."""
-    arrays = {name: load_array(sample, member) for name, member in ARRAY_MEMBERS.items()}
-    has_face = load_array(sample, "has_face.npy")
+    arrays = {name: read_array(sample, member) for name, member in ARRAY_MEMBERS.items()}
+    has_face = read_array(sample, HAS_FACE)
     if arrays["bs"].ndim != 2 or arrays["bs"].shape[1] != NUM_BLENDSHAPES:
         raise ExportError(f"clip {sample['__key__']}: blendshapes are {arrays['bs'].shape}, "
                           f"expected (T, {NUM_BLENDSHAPES})")
@@ -130,7 +123,7 @@ def decode_frames(video: bytes, folder: Path) -> int:
 def write_clip_folder(sample: dict[str, Any], folder: Path, keep: np.ndarray,
                       arrays: dict[str, np.ndarray]) -> None:
     """Fill ``folder`` with the kept frames and their per-frame arrays."""
-    total = decode_frames(sample["mp4"], folder)
+    total = decode_frames(member_bytes(sample, VIDEO), folder)
     frames = len(arrays["lmks"])
     if total != frames:
         raise ExportError(f"clip {sample['__key__']}: the video has {total} frames, the arrays {frames}")
@@ -168,8 +161,9 @@ def index_entry(clip_id: str, folder: Path, stems: list[str]) -> dict[str, Any]:
 def export_clip(sample: dict[str, Any], clips_root: Path, min_frames: int) -> tuple[dict[str, Any], int]:
     """Export one sample; return its index entry and how many frames without a face were skipped.
 
-    Raises :class:`ExportError` (or ``MediaError``) when the clip is dropped, for instance
-    when it keeps fewer than ``min_frames`` frames; an older export of it is removed then.
+    Raises :class:`ExportError` (or ``MediaError``, ``MissingMemberError``) when the clip is
+    dropped, for instance when it keeps fewer than ``min_frames`` frames; an older export of
+    it is removed then.
     """
     clip_id = sample["__key__"]
     final = Path(contained_join(str(clips_root), clip_id))
@@ -179,7 +173,7 @@ def export_clip(sample: dict[str, Any], clips_root: Path, min_frames: int) -> tu
         if len(keep) < min_frames:
             raise ExportError(f"{len(keep)} frames with a face, fewer than {min_frames}")
         write_clip_atomic(sample, clips_root, final, keep, arrays)
-    except (ExportError, MediaError):
+    except (ExportError, MediaError, MissingMemberError):
         shutil.rmtree(final, ignore_errors=True)  # an older export of the clip would disagree with the index
         raise
     return index_entry(clip_id, final, [frame_stem(i) for i in keep]), len(has_face) - len(keep)
@@ -222,7 +216,7 @@ def export_official(out_uri: str, dest: Path, *, min_frames: int = 30) -> dict[s
         clip_id = sample["__key__"]
         try:
             entry, skipped = export_clip(sample, clips_root, min_frames)
-        except (ExportError, MediaError, UnsafePathError) as exc:
+        except (ExportError, MediaError, MissingMemberError, UnsafePathError) as exc:
             log.info("dropping clip %s: %s", clip_id, exc)
             summary.clips_dropped[clip_id] = str(exc)
             continue

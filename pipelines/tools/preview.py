@@ -6,7 +6,6 @@ sees it) drawn on top, so landmarks that drift off the face are easy to spot.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,13 +17,22 @@ from typing import Any
 import cv2
 import numpy as np
 
+from aniportrait.format import (
+    AUDIO,
+    HAS_FACE,
+    POSE_VIDEO,
+    VIDEO,
+    iter_samples,
+    member_bytes,
+    read_array,
+    read_manifest,
+    read_meta,
+)
 from aniportrait.ids import contained_join
 from aniportrait.landmarks import iter_frame_chunks
 from aniportrait.media.encode import encode_rgb_frames, h264_yuv420p
 from aniportrait.media.probe import MediaError
 from aniportrait.storage import OutputDir, write_local_atomic
-from pipelines.tools.export import iter_samples, load_array
-from pipelines.build.pack import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +138,15 @@ def overlay_frames(video: Path, pose: Path) -> Iterator[np.ndarray]:
 
 def write_members(sample: dict[str, Any], folder: Path) -> tuple[Path, Path, Path | None]:
     """Write the video, pose video and (when present) wav of ``sample`` to ``folder``."""
-    paths = {}
-    for member in ("mp4", "pose.mp4", "wav"):
-        if member in sample:
-            paths[member] = folder / f"clip.{member}"
-            paths[member].write_bytes(sample[member])
-    if "wav" not in paths:
+    video, pose, wav = (folder / f"clip.{member.name}" for member in (VIDEO, POSE_VIDEO, AUDIO))
+    video.write_bytes(member_bytes(sample, VIDEO))
+    pose.write_bytes(member_bytes(sample, POSE_VIDEO))
+    audio = member_bytes(sample, AUDIO, required=False)
+    if audio is None:
         log.warning("clip %s has no audio; the overlay video is silent", sample["__key__"])
-    return paths["mp4"], paths["pose.mp4"], paths.get("wav")
+        return video, pose, None
+    wav.write_bytes(audio)
+    return video, pose, wav
 
 
 def make_preview(out_uri: str, clip_id: str, dest: Path, *, columns: int = 4, frames: int = 8) -> tuple[Path, Path]:
@@ -149,8 +158,8 @@ def make_preview(out_uri: str, clip_id: str, dest: Path, *, columns: int = 4, fr
     if columns < 1 or frames < 1:
         raise ValueError(f"columns and frames must be at least 1, got {columns} and {frames}")
     sample = find_sample(out_uri, clip_id)
-    info = json.loads(sample["json"])["info"]
-    has_face = load_array(sample, "has_face.npy")
+    info = read_meta(sample)["info"]
+    has_face = read_array(sample, HAS_FACE)
     dest = Path(dest).expanduser().resolve()
     dest.mkdir(parents=True, exist_ok=True)
     sheet_path = Path(contained_join(str(dest), f"{clip_id}_sheet.png"))

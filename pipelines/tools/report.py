@@ -10,10 +10,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from aniportrait.format import iter_samples, read_manifest, read_release
 from aniportrait.reasons import REASONS
+from aniportrait.scores import SCORES, ScoreRegistry
 from aniportrait.storage import OutputDir
-from pipelines.tools.export import iter_samples
-from pipelines.build.pack import read_manifest, read_release
 
 
 def inspect_release(uri: str, samples: int, console: Console) -> None:
@@ -61,10 +61,11 @@ def manifest_stats(uri: str, console: Console) -> None:
     distributions = score_distributions(scored)
     if distributions:
         scores = Table(title=f"scores of {len(scored)} ok and filtered clips")
-        for column in ("score", "clips", "min", "p10", "median", "p90", "max"):
-            scores.add_column(column, justify="left" if column == "score" else "right")
+        for column in ("score", "unit", "clips", "min", "p10", "median", "p90", "max"):
+            scores.add_column(column, justify="left" if column in ("score", "unit") else "right")
         for name, row in distributions.items():
-            scores.add_row(name, str(row["clips"]), *(f"{row[k]:.4g}" for k in ("min", "p10", "median", "p90", "max")))
+            scores.add_row(name, SCORES[name].unit, str(row["clips"]),
+                           *(f"{row[k]:.4g}" for k in ("min", "p10", "median", "p90", "max")))
         console.print(scores)
     if ok:
         durations = sorted(r["duration_s"] for r in ok)
@@ -72,16 +73,11 @@ def manifest_stats(uri: str, console: Console) -> None:
                       f"max {durations[-1]:.2f} s; with audio: {sum(bool(r['has_audio']) for r in ok)}")
 
 
-#: Numeric manifest columns summarised by ``stats``.
-SCORE_COLUMNS = ("duration_s", "face_rate", "face_px_median", "face_px_min", "yaw_range_deg", "pitch_range_deg",
-                 "roll_range_deg", "jitter", "sharpness", "brightness", "faces_max", "second_face_rate",
-                 "track_jumps", "sync_offset", "sync_conf")
-
-
-def score_distributions(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """min / p10 / median / p90 / max of each score column that has values."""
+def score_distributions(rows: list[dict], scores: ScoreRegistry = SCORES) -> dict[str, dict[str, float]]:
+    """min / p10 / median / p90 / max of each numeric score of the registry that has values in
+    the manifest ``rows`` (derived scores have no column)."""
     result = {}
-    for name in SCORE_COLUMNS:
+    for name in (s.name for s in scores if s.numeric and s.derive is None):
         values = np.array([r[name] for r in rows if r.get(name) is not None], np.float64)
         values = values[np.isfinite(values)]
         if len(values):

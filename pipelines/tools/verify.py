@@ -20,10 +20,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from aniportrait.format import MANIFEST_NAME, read_release, read_shard
 from aniportrait.storage import OutputDir, sha256_bytes
-from pipelines.build.pack import MANIFEST_NAME, read_release
 
 READ_CHUNK = 1 << 20
 #: Shards read at the same time (reads and hashing release the GIL).
@@ -94,8 +93,7 @@ def check_shard(out: OutputDir, entry: dict[str, Any]) -> ShardCheck:
     with out.fs.open_input_stream(out.path(check.name)) as stream:
         reader = _HashingReader(stream, check.name)
         try:  # keys stay None when the tar cannot be read to its end
-            files = ({**f, "__url__": check.name} for f in tar_file_iterator(reader))
-            check.keys = [sample["__key__"] for sample in group_by_keys(files)]
+            check.keys = [sample["__key__"] for sample in read_shard(reader, check.name)]
         except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
             check.problems.append(f"unreadable as a WebDataset tar ({type(exc).__name__}: {exc})")
         reader.drain()

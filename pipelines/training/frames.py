@@ -34,13 +34,14 @@ from typing import Any, Literal
 import cv2  # noqa: F401  (before decord, see the module docstring)
 import numpy as np
 
+from aniportrait.format import HAS_FACE, LANDMARKS, POSE_VIDEO, VIDEO, member_bytes, read_array
 from aniportrait.render import draw_pose_image
 
 PoseSource = Literal["draw", "video"]
 POSE_SOURCES: tuple[PoseSource, ...] = ("draw", "video")
 #: Tar members the trainers read (everything else in a shard is skipped unread).
-MEMBERS_DRAW = frozenset({"mp4", "lmks.npy", "has_face.npy"})
-MEMBERS_VIDEO = frozenset({"mp4", "pose.mp4", "has_face.npy"})
+MEMBERS_DRAW = frozenset({VIDEO.name, LANDMARKS.name, HAS_FACE.name})
+MEMBERS_VIDEO = frozenset({VIDEO.name, POSE_VIDEO.name, HAS_FACE.name})
 
 Size = tuple[int, int]  # (width, height)
 
@@ -92,19 +93,15 @@ def draw_pose_frames(lmks: np.ndarray, has_face: np.ndarray, indices: Sequence[i
     return out
 
 
-def load_npy(sample: dict[str, Any], member: str) -> np.ndarray:
-    """A ``.npy`` member of a raw webdataset sample (bytes or an already decoded array)."""
-    value = sample[member]
-    return value if isinstance(value, np.ndarray) else np.load(io.BytesIO(value))
-
-
 def has_face(sample: dict[str, Any]) -> np.ndarray:
     """Per-frame face flags (T,) bool of a raw sample (all true when the member is absent)."""
-    if "has_face.npy" in sample:
-        return load_npy(sample, "has_face.npy").astype(bool)
-    if "lmks.npy" in sample:
-        return np.ones(len(load_npy(sample, "lmks.npy")), bool)
-    return np.ones(video_length(sample["mp4"]), bool)
+    flags = read_array(sample, HAS_FACE, required=False)
+    if flags is not None:
+        return flags.astype(bool)
+    lmks = read_array(sample, LANDMARKS, required=False)
+    if lmks is not None:
+        return np.ones(len(lmks), bool)
+    return np.ones(video_length(member_bytes(sample, VIDEO)), bool)
 
 
 def pose_frames(sample: dict[str, Any], indices: Sequence[int], size: Size, source: PoseSource = "draw") -> np.ndarray:
@@ -112,6 +109,6 @@ def pose_frames(sample: dict[str, Any], indices: Sequence[int], size: Size, sour
     drawn from ``lmks.npy`` (``"draw"``) or decoded from ``pose.mp4`` (``"video"``)."""
     members_for(source)
     if source == "draw":
-        return draw_pose_frames(load_npy(sample, "lmks.npy"), has_face(sample), indices, size)
-    return read_frames(sample["pose.mp4"], indices, size)
+        return draw_pose_frames(read_array(sample, LANDMARKS), has_face(sample), indices, size)
+    return read_frames(member_bytes(sample, POSE_VIDEO), indices, size)
 

@@ -47,8 +47,8 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
+from aniportrait.format import RELEASE_NAME, read_release
 from aniportrait.storage import OutputDir
-from pipelines.build.pack import RELEASE_NAME, read_release
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,9 @@ class ShardStream(Generic[T]):
 
     Args:
         shards: shard paths or URIs (see :func:`expand_shards`).
-        decode: one raw webdataset sample (``{"__key__", "json": bytes, "x.npy": bytes, ...}``)
-            -> items; must be picklable when ``num_workers > 0`` under a spawn start method.
+        decode: one raw webdataset sample (``{"__key__", "json": bytes, "x.npy": bytes, ...}``,
+            read with :mod:`aniportrait.format`) -> items; must be picklable when
+            ``num_workers > 0`` under a spawn start method.
         seed: the seed of every shuffle.
         shuffle_buffer: items held by each worker's shuffle buffer (1 = no shuffling).
         rank, world_size: this process among the data-parallel ranks.

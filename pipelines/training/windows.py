@@ -25,19 +25,18 @@ face, or its first frame has none (no pose reference).
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from aniportrait.face import neutral_frame
+from aniportrait.format import BLENDSHAPES, HAS_FACE, MESH, META, TRANS_MAT, WAV2VEC, read_array, read_meta
 from aniportrait.pose import relative_pose6d
 from aniportrait.render import POSE_IMAGE_PARTS
 
 #: Tar members a window needs.
-MEMBERS = frozenset({"json", "wav2vec.npy", "lmks3d.npy", "trans_mat.npy", "has_face.npy", "blendshapes.npy"})
+MEMBERS = frozenset(m.name for m in (META, WAV2VEC, MESH, TRANS_MAT, HAS_FACE, BLENDSHAPES))
 #: The mesh vertices of the lips: those of the 8 lip polylines of the official pose image.
 LIP_VERTICES: tuple[int, ...] = tuple(sorted({i for edges, _ in POSE_IMAGE_PARTS[-8:] for edge in edges for i in edge}))
 NUM_IDS = 100
@@ -46,10 +45,6 @@ NUM_IDS = 100
 def identity_index(source_id: str, num_ids: int = NUM_IDS) -> int:
     """The identity embedding row of a speaker: sha1 of ``source_id`` modulo ``num_ids``."""
     return int.from_bytes(hashlib.sha1(source_id.encode()).digest()[:8], "big") % num_ids
-
-
-def _npy(sample: dict[str, Any], name: str) -> np.ndarray:
-    return np.load(io.BytesIO(sample[name]), allow_pickle=False)
 
 
 def _pad(array: np.ndarray, length: int) -> np.ndarray:
@@ -77,22 +72,18 @@ class Audio2LmkWindows:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
 
     def __call__(self, sample: dict[str, Any]) -> list[dict[str, Any]]:
-        missing = sorted(m for m in MEMBERS - {"blendshapes.npy"} if m not in sample)
-        if missing:
-            raise ValueError(f"sample {sample.get('__key__')} lacks {', '.join(missing)} "
-                             "(build with --wav2vec2 to get wav2vec.npy)")
-        features = _npy(sample, "wav2vec.npy").astype(np.float32)
-        lmks3d = _npy(sample, "lmks3d.npy").astype(np.float32)
-        mats = _npy(sample, "trans_mat.npy").astype(np.float64)
-        has_face = _npy(sample, "has_face.npy").astype(bool)
-        blendshapes = _npy(sample, "blendshapes.npy") if "blendshapes.npy" in sample else None
+        record = read_meta(sample)["record"]
+        features = read_array(sample, WAV2VEC).astype(np.float32)
+        lmks3d = read_array(sample, MESH).astype(np.float32)
+        mats = read_array(sample, TRANS_MAT).astype(np.float64)
+        has_face = read_array(sample, HAS_FACE).astype(bool)
+        blendshapes = read_array(sample, BLENDSHAPES, required=False)
         frames = len(has_face)
         if not len(features) == len(lmks3d) == len(mats) == frames:
             raise ValueError(f"sample {sample['__key__']}: frame counts differ (wav2vec {len(features)}, "
                              f"lmks3d {len(lmks3d)}, trans_mat {len(mats)}, has_face {frames})")
         if not has_face.any():
             return []
-        record = json.loads(sample["json"])["record"]
         identity = identity_index(record.get("source_id") or record["clip_id"], self.num_ids)
         offsets = lmks3d - lmks3d[neutral_frame(has_face, blendshapes)]
         windows = []

@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from aniportrait.audio import ModelLoadError, Wav2Vec2Features, load_audio, normalize
+from aniportrait.format import AUDIO, WAV2VEC, array_bytes
 from aniportrait.schema import ClipState
 from aniportrait.storage import write_local_atomic
 from pipelines.build.stages.base import ClipStage, is_clips_fault
-from pipelines.build.stages.face import npy_bytes
-
-FEATURES_NAME = "wav2vec.npy"
 #: Below this peak amplitude the audio is treated as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
 #: wav2vec2's CNN needs one receptive field (25 ms at 16 kHz) to produce a feature.
@@ -43,7 +41,7 @@ class AudioFeatures(ClipStage):
     """Encode each clip's 16 kHz audio with wav2vec2 into one feature row per video frame.
 
     A clip without audio (a video-only dataset or source) or with silent audio is not
-    failed: it keeps its video and landmarks, and ``info["audio_features"]`` says why it
+    failed: it keeps its video and landmarks, and ``info.audio_features`` says why it
     has no features.
     """
 
@@ -67,7 +65,7 @@ class AudioFeatures(ClipStage):
     def process(self, state: ClipState) -> None:
         wave = self.load(state)
         if wave is not None:
-            self.store(state, self.extractor(wave, int(state.info["frames"])))
+            self.store(state, self.extractor(wave, int(state.info.frames)))
 
     def run_batch(self, states: list[ClipState]) -> None:
         """Encode clips of similar length together (one encoder pass per length bucket)."""
@@ -84,9 +82,9 @@ class AudioFeatures(ClipStage):
                 continue
             if wave is not None:
                 waiting.append((state, wave))
-        for group in length_buckets(waiting, key=lambda item: int(item[0].info["frames"])):
+        for group in length_buckets(waiting, key=lambda item: int(item[0].info.frames)):
             try:
-                features = self.extractor.batch([w for _, w in group], [int(s.info["frames"]) for s, _ in group])
+                features = self.extractor.batch([w for _, w in group], [int(s.info.frames) for s, _ in group])
                 for (state, _), rows in zip(group, features):
                     self.store(state, rows)
             except Exception as exc:  # recorded on each clip of the bucket
@@ -97,26 +95,26 @@ class AudioFeatures(ClipStage):
 
     def load(self, state: ClipState) -> np.ndarray | None:
         """The clip's normalised audio, or ``None`` (with the reason in ``info``) when it has none."""
-        if "wav" not in state.outputs:
-            state.info["audio_features"] = f"none: {state.info.get('audio_note') or 'no audio'}"
+        if AUDIO.name not in state.outputs:
+            state.info.audio_features = f"none: {state.info.audio_note or 'no audio'}"
             return None
-        wave = load_audio(self.work.input_file(state.record.clip_id, state.outputs["wav"]))
+        wave = load_audio(self.work.input_file(state.record.clip_id, state.outputs[AUDIO.name]))
         if len(wave) < MIN_SAMPLES:
-            state.info["audio_features"] = f"none: audio too short ({len(wave)} samples, wav2vec2 needs {MIN_SAMPLES})"
+            state.info.audio_features = f"none: audio too short ({len(wave)} samples, wav2vec2 needs {MIN_SAMPLES})"
             return None
         peak = float(np.abs(wave).max()) if len(wave) else 0.0
         if peak < SILENCE_PEAK:
-            state.info["audio_features"] = f"none: silent audio (peak {peak:.1e})"
+            state.info.audio_features = f"none: silent audio (peak {peak:.1e})"
             return None
         return normalize(wave)
 
     def store(self, state: ClipState, features: np.ndarray) -> None:
         """Write the clip's features as float16 ``wav2vec.npy``."""
-        write_local_atomic(self.work.clip_file(state.record.clip_id, FEATURES_NAME),
-                           npy_bytes(features.astype(np.float16)))
-        state.outputs[FEATURES_NAME] = FEATURES_NAME
-        state.info["audio_features"] = "wav2vec2"
-        state.info["audio_model"] = f"{self.model_info()['model']}@{self.revision}"
+        write_local_atomic(self.work.clip_file(state.record.clip_id, WAV2VEC.work_file),
+                           array_bytes(features.astype(np.float16)))
+        state.outputs[WAV2VEC.name] = WAV2VEC.work_file
+        state.info.audio_features = "wav2vec2"
+        state.info.audio_model = f"{self.model_info()['model']}@{self.revision}"
 
 
 def length_buckets(items: list, key, max_ratio: float = 1.25) -> list[list]:

@@ -9,10 +9,12 @@ separate classes with their own caches and markers.
 
 Next to each clip's ``state`` the chain returns a ``metrics`` column: the wall seconds
 each stage spent on the clip (0 when restored from its marker) and the peak resident
-memory of the actor process that ran it. Timings stay out of the state, so markers and
-manifests do not depend on them. A full disk is no clip's failure: the chain stops the
-batch and says why in the ``halt`` column, and the driver stops the build (nothing of
-the interrupted stage is cached, so a rerun with space redoes it).
+memory of the actor process that ran it, and (from the download stage) where the clip's
+source came from. Timings stay out of the state, so markers and manifests do not depend
+on them. A full disk is no clip's failure: the chain stops the batch and says why in the
+``halt`` column, and the driver stops the build (nothing of the interrupted stage is
+cached, so a rerun with space redoes it). The download stage halts clips the same way
+when its circuit breaker opened; the chain passes a halted clip through untouched.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ from pipelines.build.stages.base import ClipStage
 
 #: Ray Data column holding each clip's metrics (JSON, like ``state``).
 METRICS_COLUMN = "metrics"
-#: Ray Data column saying why the build must stop (a full disk); empty when all is well.
+#: Ray Data column saying why the build must stop (a full disk, downloads refused), with what
+#: to do; empty when all is well.
 HALT_COLUMN = "halt"
+
+
+def clip_metrics(sources: dict[str, str] | None = None) -> dict[str, Any]:
+    """A clip's empty ``metrics`` value; ``sources``: source id -> where it came from."""
+    return {"seconds": {}, "peak_rss_mb": {}, "sources": sources or {}}
 
 
 def peak_rss_mb() -> float:
@@ -59,7 +67,7 @@ class StageChain:
         chain) through every stage in order."""
         states = [ClipState.from_row({"state": text}) for text in batch["state"]]
         metrics = ([json.loads(text) for text in batch[METRICS_COLUMN]] if METRICS_COLUMN in batch
-                   else [{"seconds": {}, "peak_rss_mb": {}} for _ in states])
+                   else [clip_metrics() for _ in states])
         halt = [str(text) for text in batch[HALT_COLUMN]] if HALT_COLUMN in batch else [""] * len(states)
         if self.halted:
             halt = [self.halted] * len(states)
@@ -75,7 +83,7 @@ class StageChain:
                     raise
                 clips = ", ".join(s.record.clip_id for s, _ in todo)
                 self.halted = (f"out of disk space in {stage.work.root} ({stage.name} stage, clip {clips}): "
-                               f"{describe_error(exc)}")
+                               f"{describe_error(exc)}; free some space")
                 halt = [self.halted] * len(states)
                 break
             elapsed = time.perf_counter() - started
@@ -95,11 +103,14 @@ class StageChain:
 
 @dataclass
 class StageMetrics:
-    """A build's chain metrics: wall seconds per stage summed over clips, peak MiB per worker."""
+    """A build's chain metrics: wall seconds per stage summed over clips, peak MiB per worker,
+    where each source came from."""
 
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: ``host:pid`` of each chain actor -> its peak resident memory (MiB).
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    #: Source id -> ``network`` when a clip downloaded it, else where its clips found it.
+    sources: dict[str, str] = field(default_factory=dict)
 
     def add(self, text: str) -> None:
         """Add one clip's ``metrics`` column value."""
@@ -108,6 +119,9 @@ class StageMetrics:
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
         for worker, peak in clip["peak_rss_mb"].items():
             self.peak_rss_mb[worker] = max(peak, self.peak_rss_mb.get(worker, 0.0))
+        for source, origin in clip["sources"].items():
+            if self.sources.get(source) != "network":
+                self.sources[source] = origin
 
     def summary(self) -> str:
         """One line: seconds per stage, and the largest worker's peak memory."""

@@ -8,14 +8,15 @@ from contextlib import nullcontext
 from functools import lru_cache
 
 from aniportrait.crop import resolve_crop
+from aniportrait.format import AUDIO, VIDEO
 from aniportrait.media.cut import CutSettings, cut_clip, plan_cut
 from aniportrait.media.probe import MediaError, MediaInfo, probe
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
 from pipelines.build.stages.base import ClipStage
 
-VIDEO_NAME = "clip.mp4"
-AUDIO_NAME = "audio.wav"
+#: Read by ``stages/quality.py`` until it names ``aniportrait.format.VIDEO.work_file`` itself.
+VIDEO_NAME = VIDEO.work_file
 
 
 @lru_cache(maxsize=32)
@@ -55,28 +56,28 @@ class CutClip(ClipStage):
         with_audio = info.has_audio and record.expect_audio
         plan = plan_cut(start_s, end_s, box, self.cut, source_duration_s=info.duration_s,
                         with_audio=with_audio, seek_back_s=seek_back)
-        video = self.work.clip_file(record.clip_id, VIDEO_NAME)
-        audio = self.work.clip_file(record.clip_id, AUDIO_NAME)
+        video = self.work.clip_file(record.clip_id, VIDEO.work_file)
+        audio = self.work.clip_file(record.clip_id, AUDIO.work_file)
         audio_target = local_atomic_path(audio) if with_audio else nullcontext(None)
         with local_atomic_path(video) as tmp_video, audio_target as tmp_audio:
             frames = cut_clip(state.source_path, tmp_video, tmp_audio, plan, self.cut)
-        state.outputs = {"mp4": VIDEO_NAME, **({"wav": AUDIO_NAME} if with_audio else {})}
-        state.info.update({
-            "frames": frames,
-            "fps": self.cut.fps,
-            "width": self.cut.size,
-            "height": self.cut.size,
-            "duration_s": round(frames / self.cut.fps, 6),
-            "has_audio": with_audio,
-            "audio_samples": plan.audio_samples if with_audio else 0,
-            "audio_note": _audio_note(record.expect_audio, info, end_s),
-            "span_s": [round(start_s, 6), round(min(end_s, info.duration_s or end_s), 6)],
-            "crop_box": box.as_list(),
-            "source_width": info.width,
-            "source_height": info.height,
-            "source_fps": round(info.fps, 6),
-            "source_codec": info.video_codec,
-        })
+        state.outputs = {VIDEO.name: VIDEO.work_file, **({AUDIO.name: AUDIO.work_file} if with_audio else {})}
+        state.info.update(
+            frames=frames,
+            fps=self.cut.fps,
+            width=self.cut.size,
+            height=self.cut.size,
+            duration_s=round(frames / self.cut.fps, 6),
+            has_audio=with_audio,
+            audio_samples=plan.audio_samples if with_audio else 0,
+            audio_note=_audio_note(record.expect_audio, info, end_s),
+            span_s=[round(start_s, 6), round(min(end_s, info.duration_s or end_s), 6)],
+            crop_box=box.as_list(),
+            source_width=info.width,
+            source_height=info.height,
+            source_fps=round(info.fps, 6),
+            source_codec=info.video_codec,
+        )
         if frames < self.min_frames:
             state.reject(self.name, "too_short", "too_short")
 

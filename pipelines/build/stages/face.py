@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 from pathlib import Path
 
 import numpy as np
 
 from aniportrait.face import check_detection_rate, face_arrays
+from aniportrait.format import VIDEO, array_bytes
 from aniportrait.landmarks import FaceLandmarkerRunner, LandmarkerSettings, file_sha256
-from aniportrait.quality import FrameScores, json_float
+from aniportrait.quality import FrameScores
 from aniportrait.schema import ClipState
+from aniportrait.scores import json_float
 from aniportrait.speakers import SPEAKER_SETTINGS, FaceCounter, track_jumps
 from aniportrait.storage import write_local_atomic
 from pipelines.build.stages.base import ClipStage
-from pipelines.build.stages.cut import VIDEO_NAME
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    """``np.save`` to bytes (deterministic: header + raw data)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class ExtractFace(ClipStage):
@@ -65,7 +58,7 @@ class ExtractFace(ClipStage):
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        frame_scores = FrameScores(float(state.info["fps"]), self.scene_threshold, rgb=True)
+        frame_scores = FrameScores(float(state.info.fps), self.scene_threshold, rgb=True)
         self.faces.reset()
         frame_index = itertools.count()
 
@@ -73,15 +66,15 @@ class ExtractFace(ClipStage):
             frame_scores.add(frame, lmks)
             self.faces.add(next(frame_index), frame)
 
-        track = self.runner.track(self.work.input_file(clip_id, VIDEO_NAME), on_frame=on_frame)
+        track = self.runner.track(self.work.input_file(clip_id, VIDEO.work_file), on_frame=on_frame)
         scores, faces = frame_scores.result(), self.faces.result()
-        state.info.update({"scene_cuts": scores["scene_cuts"], "sharpness": json_float(scores["sharpness"]),
-                           "brightness": json_float(scores["brightness"]), "faces_max": faces["faces_max"],
-                           "second_face_rate": round(faces["second_face_rate"], 6),
-                           "track_jumps": track_jumps(track.lmks, track.has_face, track.width, track.height)})
-        state.info["face_frames"] = int(track.has_face.sum())
-        state.info["face_rate"] = round(track.detection_rate, 6)
+        state.info.update(scene_cuts=scores["scene_cuts"], sharpness=json_float(scores["sharpness"]),
+                          brightness=json_float(scores["brightness"]), faces_max=faces["faces_max"],
+                          second_face_rate=round(faces["second_face_rate"], 6),
+                          track_jumps=track_jumps(track.lmks, track.has_face, track.width, track.height))
+        state.info.face_frames = int(track.has_face.sum())
+        state.info.face_rate = round(track.detection_rate, 6)
         check_detection_rate(track, self.min_face_rate)
         for member, array in face_arrays(track).members().items():
-            write_local_atomic(self.work.clip_file(clip_id, member), npy_bytes(array))
-            state.outputs[member] = member
+            write_local_atomic(self.work.clip_file(clip_id, member.work_file), array_bytes(array))
+            state.outputs[member.name] = member.work_file

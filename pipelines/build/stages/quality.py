@@ -14,9 +14,10 @@ import wave
 import numpy as np
 
 from aniportrait.audio import SAMPLE_RATE, load_audio
-from aniportrait.filters import first_broken, scene_parts
+from aniportrait.filters import first_broken, parse_rules, scene_parts
 from aniportrait.quality import SYNC_CONF_THRESHOLD, clip_quality, shift_audio
 from aniportrait.schema import ClipState
+from aniportrait.scores import ScoreInput, ScoreRegistry, compute_scores
 from aniportrait.storage import local_atomic_path
 from pipelines.build.curation import CurationSettings
 from pipelines.build.stages.base import ClipStage
@@ -28,33 +29,46 @@ SYNC_MAX_OFFSET = 15
 
 
 class ScoreQuality(ClipStage):
-    """Face size, head-pose range, jitter and sync from the face arrays and audio.
+    """Every score of the registry from the face arrays and audio.
 
-    Scene cuts, sharpness and brightness need pixels: the face stage gathers them from
-    its own decode (one decode per clip), this stage adds them to the scores.
+    The built-in ones: face size, head-pose range, jitter and sync (:func:`clip_quality`);
+    scene cuts, sharpness and brightness need pixels, so the face stage gathers them from
+    its own decode (one decode per clip) and this stage adds them. Then each added score's
+    compute function (:func:`aniportrait.scores.compute_scores`), its value in
+    ``info.scores``. ``scores`` is the registry snapshot the build made; it travels with
+    the stage to its Ray worker (see :mod:`aniportrait.scores`). The added scores and
+    their versions are part of the settings: adding one scores cached clips again.
     """
 
     name = "quality"
     version = 1
 
-    def __init__(self, work_dir: str, upstream_hash: str = "") -> None:
-        super().__init__(work_dir, {"sync_max_offset": SYNC_MAX_OFFSET}, upstream_hash)
+    def __init__(self, work_dir: str, scores: ScoreRegistry, upstream_hash: str = "") -> None:
+        settings: dict[str, object] = {"sync_max_offset": SYNC_MAX_OFFSET}
+        if scores.computed:
+            settings["scores"] = {score.name: score.version for score in scores.computed}
+        super().__init__(work_dir, settings, upstream_hash)
+        self.scores = scores
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "scores": self.scores, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        arrays = {name: np.load(self.work.input_file(clip_id, f"{name}.npy"))
-                  for name in ("lmks", "lmks3d", "pose6d", "has_face")}
+        names = ("lmks", "lmks3d", "pose6d", "has_face") + (("blendshapes",) if self.scores.computed else ())
+        arrays = {name: np.load(self.work.input_file(clip_id, f"{name}.npy")) for name in names}
         audio = load_audio(self.work.input_file(clip_id, state.outputs["wav"])) if "wav" in state.outputs else None
         info = state.info
-        frame_scores = {"scene_cuts": info["scene_cuts"], "sharpness": info["sharpness"],
-                        "brightness": info["brightness"], "width": info["width"], "height": info["height"]}
+        frame_scores = {"scene_cuts": info.scene_cuts, "sharpness": info.sharpness, "brightness": info.brightness,
+                        "width": info.width, "height": info.height}
         scores = clip_quality(self.work.input_file(clip_id, VIDEO_NAME), arrays["lmks"], arrays["lmks3d"],
-                              arrays["pose6d"], arrays["has_face"], audio, SAMPLE_RATE, float(info["fps"]),
+                              arrays["pose6d"], arrays["has_face"], audio, SAMPLE_RATE, float(info.fps),
                               max_sync_offset=SYNC_MAX_OFFSET, frame_scores=frame_scores)
-        state.info.update(scores.to_dict())
+        info.update(**scores.to_dict())
+        if self.scores.computed:
+            clip = ScoreInput(arrays["lmks"], arrays["lmks3d"], arrays["pose6d"], arrays["blendshapes"],
+                              arrays["has_face"], audio, SAMPLE_RATE, info)
+            info.scores.update(compute_scores(self.scores.computed, clip))
 
 
 class FilterClips(ClipStage):
@@ -65,41 +79,45 @@ class FilterClips(ClipStage):
     kept (``keep``); a sub-clip that still crosses a cut is rejected. A clip with a second
     face in more than ``max_second_face_rate`` of the sampled frames is marked ``filtered``
     (``filtered:multiple_faces``), so is a clip breaking a rule (``filtered:<rule>``); both
-    keep their files.
+    keep their files. The rules are read against ``scores``, the build's registry snapshot
+    (so a rule may name a score registered in the driver only).
     """
 
     name = "filter"
 
-    def __init__(self, work_dir: str, curation: CurationSettings, upstream_hash: str = "") -> None:
+    def __init__(self, work_dir: str, curation: CurationSettings, scores: ScoreRegistry,
+                 upstream_hash: str = "") -> None:
         settings = {"filter": list(curation.filter), "scene_cuts": curation.scene_cuts,
                     "min_part_s": curation.min_part_s, "max_second_face_rate": curation.max_second_face_rate}
         super().__init__(work_dir, settings, upstream_hash)
         self.curation = curation
-        self.rules = curation.rules
+        self.scores = scores
+        self.rules = parse_rules(curation.filter, scores)
 
     def constructor_kwargs(self) -> dict[str, object]:
-        return {"work_dir": self.work.uri, "curation": self.curation, "upstream_hash": self.upstream_hash}
+        return {"work_dir": self.work.uri, "curation": self.curation, "scores": self.scores,
+                "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
-        cuts = state.info.get("scene_cuts") or []
+        cuts = state.info.scene_cuts or []
         if cuts and self.curation.scene_cuts != "keep":
             self._handle_cuts(state, cuts)
             return
-        second_faces = state.info.get("second_face_rate")
+        second_faces = state.info.second_face_rate
         if second_faces is not None and second_faces > self.curation.max_second_face_rate:
             state.reject(self.name, "multiple_faces", "multiple_faces")
             return
-        broken = first_broken(self.rules, state.info)
+        broken = first_broken(self.rules, state.info, self.scores)
         if broken is not None:
             state.reject(self.name, broken.text, "filter_rule")
 
     def _handle_cuts(self, state: ClipState, cuts: list[int]) -> None:
-        fps, frames = float(state.info["fps"]), int(state.info["frames"])
+        fps, frames = float(state.info.fps), int(state.info.frames)
         parts = scene_parts(frames, cuts, math.ceil(self.curation.min_part_s * fps))
         if self.curation.scene_cuts == "reject" or state.record.parent_clip_id or not parts:
             state.reject(self.name, "scene_cut", "scene_cut")
             return
-        state.info["parts"] = [list(part) for part in parts]
+        state.info.parts = [list(part) for part in parts]
         state.split(self.name, f"split at scene cut frame(s) {', '.join(map(str, cuts))} "
                                f"into {len(parts)} sub-clip(s)")
 
@@ -121,15 +139,15 @@ class FixSync(ClipStage):
         return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
 
     def process(self, state: ClipState) -> None:
-        offset, confidence = state.info.get("sync_offset"), state.info.get("sync_conf")
-        usable = ("wav" in state.outputs and offset and state.info.get("sync_note") is None
+        offset, confidence = state.info.sync_offset, state.info.sync_conf
+        usable = ("wav" in state.outputs and offset and state.info.sync_note is None
                   and confidence is not None and confidence >= SYNC_CONF_THRESHOLD)
-        state.info["audio_shift_frames"] = int(offset) if usable else 0
+        state.info.audio_shift_frames = int(offset) if usable else 0
         if not usable:
             return
         clip_id = state.record.clip_id
         samples = load_audio(self.work.input_file(clip_id, state.outputs["wav"]))
-        shifted = shift_audio(samples, int(offset), float(state.info["fps"]), SAMPLE_RATE)
+        shifted = shift_audio(samples, int(offset), float(state.info.fps), SAMPLE_RATE)
         pcm = np.clip(np.round(shifted * 32768.0), -32768, 32767).astype("<i2")  # exact for 16-bit input
         with local_atomic_path(self.work.clip_file(clip_id, SYNCED_AUDIO_NAME)) as tmp:
             with wave.open(str(tmp), "wb") as out:

@@ -1,4 +1,4 @@
-"""Render stage: the official lip-coloured pose image of every frame, as ``pose.mp4``."""
+"""Render stage: the official lip-coloured pose image of every frame, as the ``pose.mp4`` member."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from aniportrait.format import HAS_FACE, LANDMARKS, POSE_VIDEO
 from aniportrait.media.encode import encode_rgb_lossless
 from aniportrait.render import draw_pose_image
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
 from pipelines.build.stages.base import ClipStage
-
-POSE_NAME = "pose.mp4"
 
 
 def pose_frames(lmks: np.ndarray, has_face: np.ndarray, width: int, height: int) -> Iterator[np.ndarray]:
@@ -37,9 +36,9 @@ class RenderPose(ClipStage):
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        lmks = np.load(self.work.input_file(clip_id, "lmks.npy"))
-        has_face = np.load(self.work.input_file(clip_id, "has_face.npy"))
-        width, height, fps = state.info["width"], state.info["height"], state.info["fps"]
-        with local_atomic_path(self.work.clip_file(clip_id, POSE_NAME)) as tmp:
+        lmks = np.load(self.work.input_file(clip_id, LANDMARKS.work_file))
+        has_face = np.load(self.work.input_file(clip_id, HAS_FACE.work_file))
+        width, height, fps = state.info.width, state.info.height, state.info.fps
+        with local_atomic_path(self.work.clip_file(clip_id, POSE_VIDEO.work_file)) as tmp:
             encode_rgb_lossless(pose_frames(lmks, has_face, width, height), width, height, fps, tmp)
-        state.outputs["pose.mp4"] = POSE_NAME
+        state.outputs[POSE_VIDEO.name] = POSE_VIDEO.work_file
