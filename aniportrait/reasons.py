@@ -26,17 +26,24 @@ class Reason:
 REASONS: dict[str, Reason] = {r.code: r for r in (
     Reason("bad_metadata", "metadata", "a line, JSON entry or meta-info file could not be read; the error names "
            "the file and line (or JSON key) and what is wrong", "fix the entry; the other clips build without it"),
-    Reason("not_found_in_mirror", "download", "the source is not in `--mirror` and has no URL",
-           "add `<youtube id>.mp4` (or `.webm`, ...) to the mirror"),
+    Reason("not_found_in_mirror", "download", "the source is not in `--mirror` and has no URL, or "
+           "`--no-download` forbids downloading it", "add `<youtube id>.mp4` (or `.webm`, ...) to the mirror, or "
+           "build without `--no-download`"),
     Reason("removed", "download", "the video was removed from YouTube", "none: the source is gone"),
     Reason("private", "download", "the video is private", "none, unless you have access (cookies)"),
     Reason("unavailable", "download", "YouTube says the video is unavailable", "retry later (`--retry-failed`)"),
     Reason("geo_blocked", "download", "not available from this country", "run from another region or a proxy"),
     Reason("age_restricted", "download", "needs a signed-in, age-confirmed account", "cookies of such an account"),
-    Reason("bot_check", "download", "YouTube asked to sign in to confirm you are not a bot, or answered 429",
-           "slow down, use cookies, then `--retry-failed`"),
+    Reason("bot_check", "download", "YouTube asked to sign in to confirm you are not a bot, or answered 429, "
+           "on every try of the source", "wait, then `--retry-failed` with `--cookies`, a lower `--download-rate` "
+           "or a `--proxy`"),
     Reason("http_error", "download", "the server answered an HTTP error", "check the URL; `--retry-failed`"),
-    Reason("network", "download", "no connection (refused, timed out, no DNS)", "check the network; `--retry-failed`"),
+    Reason("network", "download", "no connection (refused, timed out, no DNS, proxy unreachable) or the "
+           "connection was cut mid-download", "check the network and `--proxy`; `--retry-failed` (a cut download "
+           "goes on where it stopped)"),
+    Reason("bad_download", "download", "the download finished but ffprobe finds no video stream or no duration "
+           "in it (an error page, a broken file); it is deleted", "check the URL; `--retry-failed` downloads it "
+           "again"),
     Reason("other", "download", "yt-dlp failed for another reason (its message is the error)", "read the error"),
     Reason("unreadable_source", "clip", "ffprobe cannot read the source: empty, not a media file, or cut short "
            "before its index", "download it again (delete it from the mirror or work area)"),

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from aniportrait.media.cut import CutSettings
+from aniportrait.media.download import DownloadSettings, check_cookies_file
+from aniportrait.media.throttle import DEFAULT_MAX_BOT_CHECKS
 from pipelines.build.curation import CurationSettings
 
-#: Fields that do not change a single output byte (where and how fast it runs).
+#: Fields that do not change a single output byte (where and how fast it runs, and how it
+#: downloads: these hold secrets, so they never reach ``release.json``).
 RUNTIME_FIELDS = ("out", "work_dir", "mirror", "address", "workers", "download_workers", "metadata", "face_model",
-                  "wav2vec2", "retry_failed", "strict_metadata")
+                  "wav2vec2", "retry_failed", "strict_metadata", "cookies", "proxy", "ytdlp_options",
+                  "download_rate", "max_bot_checks", "no_download")
 #: Clips per shard when neither a sample count nor a byte size is given.
 DEFAULT_SHARD_SAMPLES = 1000
 #: Byte units of ``--shard-size`` (SI powers of 1000, IEC powers of 1024), upper case.
@@ -48,6 +52,16 @@ class BuildConfig:
     #: Stop at the first malformed metadata entry (exit 2) instead of recording it as a failed row.
     strict_metadata: bool = False
     download_retries: int = 3
+    #: Netscape cookies file and proxy URL for yt-dlp, and more YoutubeDL parameters.
+    cookies: str | None = None
+    proxy: str | None = None
+    ytdlp_options: dict[str, Any] = field(default_factory=dict)
+    #: Downloads started per minute, for the whole build (``None``: no limit).
+    download_rate: float | None = None
+    #: Bot checks or HTTP 429 answers in a row that stop the downloads (and the build, exit 2).
+    max_bot_checks: int = DEFAULT_MAX_BOT_CHECKS
+    #: Sources only from the mirror (and earlier downloads): never start a download.
+    no_download: bool = False
     face_model: str | None = None
     landmarker_mode: str = "video"
     min_face_rate: float = 0.9
@@ -69,6 +83,17 @@ class BuildConfig:
             raise ValueError(f"--shard-samples must be at least 1, got {self.shard_samples}")
         if self.shard_bytes is not None and self.shard_bytes < 1:
             raise ValueError(f"--shard-size must be at least 1 byte, got {self.shard_bytes}")
+        if self.download_rate is not None and self.download_rate <= 0:
+            raise ValueError(f"--download-rate must be positive, got {self.download_rate}")
+        if self.max_bot_checks < 1:
+            raise ValueError(f"--max-bot-checks must be at least 1, got {self.max_bot_checks}")
+        self.download_settings()
+        if self.cookies is not None:
+            check_cookies_file(self.cookies)
+
+    def download_settings(self) -> DownloadSettings:
+        """The yt-dlp settings (checked: known options, a proxy URL)."""
+        return DownloadSettings(cookies=self.cookies, proxy=self.proxy, options=self.ytdlp_options)
 
     def resolved(self) -> BuildConfig:
         """The same config with local paths made absolute (Ray workers have other cwds)."""
@@ -79,6 +104,7 @@ class BuildConfig:
             mirror=_absolute(self.mirror) if self.mirror else None,
             metadata=_absolute(self.metadata) if self.metadata else None,
             face_model=_absolute(self.face_model) if self.face_model else None,
+            cookies=_absolute(self.cookies) if self.cookies else None,
         )
 
     def content_config(self) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The per-clip work area: stage outputs and done markers that make a build resumable.
 
-Layout: ``<work>/sources/<source_id>.<ext>`` for downloads and
+Layout: ``<work>/sources/<source_id>.<ext>`` for downloads (with ``<source_id>.lock``,
+``<source_id>.partial/`` holding an unfinished download that the next try continues,
+and ``<source_id>.download.json`` for a failed one) and
 ``<work>/clips/<clip_id>/<files>`` for each clip's stage outputs, with
 ``<stage>.done.json`` written last (atomically) holding the stage's settings hash and
 the clip's state. A rerun trusts a marker only when its hash matches.
