@@ -72,6 +72,8 @@ META = Member("json", "UTF-8 JSON", (),
 VIDEO = Member("mp4", "H.264", (), "the face crop, H.264", "clip.mp4")
 AUDIO = Member("wav", "PCM s16le, 16 kHz mono", (), "the clip's audio, PCM", "audio.wav",
                "present only for clips whose source has audio")
+#: The ``wav`` member's work file once ``--fix-sync`` shifted the audio (the original stays).
+SYNCED_AUDIO_FILE = "audio.synced.wav"
 POSE_VIDEO = Member("pose.mp4", "H.264 RGB lossless", (),
                     "rendered pose image per frame (the PoseGuider input), H.264", "pose.mp4")
 LANDMARKS = Member("lmks.npy", "float32", ("T", 478, 3),

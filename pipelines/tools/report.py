@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections import Counter
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from aniportrait.format import iter_samples, read_manifest, read_release
+from aniportrait.format import iter_samples, read_manifest, read_meta, read_release
 from aniportrait.reasons import REASONS
 from aniportrait.scores import SCORES, ScoreRegistry
 from aniportrait.storage import OutputDir
@@ -36,7 +35,7 @@ def inspect_release(uri: str, samples: int, console: Console) -> None:
     for column in ("key", "members", "frames", "duration (s)"):
         table.add_column(column)
     for sample in itertools.islice(iter_samples(uri, [name]), samples):
-        meta = json.loads(sample["json"])
+        meta = read_meta(sample)
         members = ", ".join(f"{k} ({len(v)} B)" for k, v in sorted(sample.items()) if not k.startswith("__"))
         table.add_row(sample["__key__"], members, str(meta["info"].get("frames")), str(meta["info"].get("duration_s")))
     console.print(table)

@@ -15,9 +15,6 @@ from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
 from pipelines.build.stages.base import ClipStage
 
-#: Read by ``stages/quality.py`` until it names ``aniportrait.format.VIDEO.work_file`` itself.
-VIDEO_NAME = VIDEO.work_file
-
 
 @lru_cache(maxsize=32)
 def _probe_cached(path: str, mtime_ns: int) -> MediaInfo:

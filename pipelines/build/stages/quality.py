@@ -14,6 +14,7 @@ import wave
 import numpy as np
 
 from aniportrait.audio import SAMPLE_RATE, load_audio
+from aniportrait.format import AUDIO, BLENDSHAPES, HAS_FACE, LANDMARKS, MESH, POSE6D, SYNCED_AUDIO_FILE, VIDEO
 from aniportrait.filters import first_broken, parse_rules, scene_parts
 from aniportrait.quality import SYNC_CONF_THRESHOLD, clip_quality, shift_audio
 from aniportrait.schema import ClipState
@@ -21,9 +22,7 @@ from aniportrait.scores import ScoreInput, ScoreRegistry, compute_scores
 from aniportrait.storage import local_atomic_path
 from pipelines.build.curation import CurationSettings
 from pipelines.build.stages.base import ClipStage
-from pipelines.build.stages.cut import VIDEO_NAME
 
-SYNCED_AUDIO_NAME = "audio.synced.wav"
 #: Sync offsets searched, in frames each way (0.5 s at 30 fps).
 SYNC_MAX_OFFSET = 15
 
@@ -55,19 +54,19 @@ class ScoreQuality(ClipStage):
 
     def process(self, state: ClipState) -> None:
         clip_id = state.record.clip_id
-        names = ("lmks", "lmks3d", "pose6d", "has_face") + (("blendshapes",) if self.scores.computed else ())
-        arrays = {name: np.load(self.work.input_file(clip_id, f"{name}.npy")) for name in names}
-        audio = load_audio(self.work.input_file(clip_id, state.outputs["wav"])) if "wav" in state.outputs else None
+        members = (LANDMARKS, MESH, POSE6D, HAS_FACE) + ((BLENDSHAPES,) if self.scores.computed else ())
+        arrays = {member: np.load(self.work.input_file(clip_id, member.work_file)) for member in members}
+        audio = load_audio(self.work.input_file(clip_id, state.outputs[AUDIO.name])) if AUDIO.name in state.outputs else None
         info = state.info
         frame_scores = {"scene_cuts": info.scene_cuts, "sharpness": info.sharpness, "brightness": info.brightness,
                         "width": info.width, "height": info.height}
-        scores = clip_quality(self.work.input_file(clip_id, VIDEO_NAME), arrays["lmks"], arrays["lmks3d"],
-                              arrays["pose6d"], arrays["has_face"], audio, SAMPLE_RATE, float(info.fps),
+        scores = clip_quality(self.work.input_file(clip_id, VIDEO.work_file), arrays[LANDMARKS], arrays[MESH],
+                              arrays[POSE6D], arrays[HAS_FACE], audio, SAMPLE_RATE, float(info.fps),
                               max_sync_offset=SYNC_MAX_OFFSET, frame_scores=frame_scores)
         info.update(**scores.to_dict())
         if self.scores.computed:
-            clip = ScoreInput(arrays["lmks"], arrays["lmks3d"], arrays["pose6d"], arrays["blendshapes"],
-                              arrays["has_face"], audio, SAMPLE_RATE, info)
+            clip = ScoreInput(arrays[LANDMARKS], arrays[MESH], arrays[POSE6D], arrays[BLENDSHAPES],
+                              arrays[HAS_FACE], audio, SAMPLE_RATE, info)
             info.scores.update(compute_scores(self.scores.computed, clip))
 
 
@@ -140,19 +139,19 @@ class FixSync(ClipStage):
 
     def process(self, state: ClipState) -> None:
         offset, confidence = state.info.sync_offset, state.info.sync_conf
-        usable = ("wav" in state.outputs and offset and state.info.sync_note is None
+        usable = (AUDIO.name in state.outputs and offset and state.info.sync_note is None
                   and confidence is not None and confidence >= SYNC_CONF_THRESHOLD)
         state.info.audio_shift_frames = int(offset) if usable else 0
         if not usable:
             return
         clip_id = state.record.clip_id
-        samples = load_audio(self.work.input_file(clip_id, state.outputs["wav"]))
+        samples = load_audio(self.work.input_file(clip_id, state.outputs[AUDIO.name]))
         shifted = shift_audio(samples, int(offset), float(state.info.fps), SAMPLE_RATE)
         pcm = np.clip(np.round(shifted * 32768.0), -32768, 32767).astype("<i2")  # exact for 16-bit input
-        with local_atomic_path(self.work.clip_file(clip_id, SYNCED_AUDIO_NAME)) as tmp:
+        with local_atomic_path(self.work.clip_file(clip_id, SYNCED_AUDIO_FILE)) as tmp:
             with wave.open(str(tmp), "wb") as out:
                 out.setnchannels(1)
                 out.setsampwidth(2)
                 out.setframerate(SAMPLE_RATE)
                 out.writeframes(pcm.tobytes())
-        state.outputs["wav"] = SYNCED_AUDIO_NAME
+        state.outputs[AUDIO.name] = SYNCED_AUDIO_FILE
