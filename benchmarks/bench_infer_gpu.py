@@ -38,8 +38,8 @@ def official_random(device: str) -> tuple:
     """Audio2Lmk and Lmk2Video of the official sizes with random weights (fp16 on a GPU)."""
     import torch
 
-    from models.audio2mesh import Audio2MeshConfig, Audio2MeshModel
-    from models.audio2pose import Audio2PoseConfig, Audio2PoseModel
+    from models.audio2mesh import Audio2MeshModel
+    from models.audio2pose import Audio2PoseModel
     from models.lmk2video import Lmk2VideoConfig, add_motion_modules, build_models
     from pipelines.inference.audio2lmk import Audio2Lmk
     from pipelines.inference.lmk2video import Lmk2Video
@@ -48,8 +48,8 @@ def official_random(device: str) -> tuple:
     models = build_models(config)
     add_motion_modules(models.denoising_unet, config)
     dtype = torch.float32 if device == "cpu" else torch.float16
-    audio2lmk = Audio2Lmk(Audio2MeshModel(Audio2MeshConfig.official()), Audio2PoseModel(Audio2PoseConfig.official()),
-                          device=device)
+    audio2lmk = Audio2Lmk(Audio2MeshModel(**Audio2MeshModel.official_config()),
+                          Audio2PoseModel(**Audio2PoseModel.official_config()), device=device)
     return audio2lmk, Lmk2Video(models, config, device, dtype)
 
 

@@ -82,7 +82,7 @@ def main() -> None:
             if step == args.warmup:
                 torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        losses.append(trainer.step(batch))
+        losses.append(trainer.train_step(batch, step))
         if cuda:
             torch.cuda.synchronize(device)
         if step >= args.warmup:

@@ -38,8 +38,10 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipelines.training.audio2lmk import (Audio2LmkTrainConfig, TeacherForcedHead, build_model,  # noqa: E402
-                                          masked_l1, model_config, read_result, train)
+from models.audio2lmk import TeacherForcedHead  # noqa: E402
+from pipelines.training.audio2lmk import (Audio2LmkTrainConfig, build_model, forced_prediction,  # noqa: E402
+                                          masked_l1, model_config, train)
+from pipelines.training.loop import read_result  # noqa: E402
 from pipelines.training.stream import ShardStream, expand_shards  # noqa: E402
 from pipelines.training.windows import MEMBERS, Audio2LmkWindows  # noqa: E402
 
@@ -93,11 +95,11 @@ def compute_rate(kind: str, preset: str, overrides: dict, shards: list[str], win
     data = [b for b in data if len(b["mask"]) == batch_size] or data
     audio_dim = data[0]["features"].shape[-1]
     torch.manual_seed(0)
-    head = TeacherForcedHead(kind, build_model(kind, model_config(cfg, audio_dim)))
+    head = TeacherForcedHead(build_model(kind, model_config(cfg, audio_dim)))
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-4)
 
     def step(batch: dict) -> None:
-        prediction, target, mask = head(batch)
+        prediction, target, mask = forced_prediction(head, kind, batch)
         loss = masked_l1(prediction, target, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

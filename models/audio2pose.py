@@ -8,57 +8,22 @@ self-attention mask, cross-attention where step t sees only audio frame t, and
 ``pose_map_r`` Linear(512 -> 6). Inference starts from a zero pose and feeds each output
 back (:meth:`Audio2PoseModel.generate`), in chunks of 150 frames (5 s at 30 fps) whose
 short remainder joins the previous chunk. Names follow the official ``audio2pose.pt``.
+
+Inference then scales and smooths the raw poses as the checkpoint's convention says
+(``pipelines.inference.conventions.PosePostprocess``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from models.audio_checkpoint import (OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, build_from_checkpoint, load_model_state,
-                                     structure)
-
-SAMPLE_RATE = 16_000
-
-
-@dataclass
-class Audio2PoseConfig:
-    """Sizes of :class:`Audio2PoseModel`. ``wav2vec2`` None builds the head only (cached features)."""
-
-    audio_dim: int = 768
-    hidden: int = 512
-    heads: int = 8
-    layers: int = 8
-    ffn: int = 1024
-    num_ids: int = 100
-    max_len: int = 600
-    pose_dim: int = 6
-    dropout: float = 0.1
-    wav2vec2: dict | None = field(default_factory=lambda: dict(OFFICIAL_WAV2VEC2))
-
-    @classmethod
-    def official(cls) -> Audio2PoseConfig:
-        """The official model: wav2vec2-base inside, d=512, 8 layers, 8 heads, ffn 1024."""
-        return cls()
-
-    @classmethod
-    def tiny(cls, audio_dim: int = 32) -> Audio2PoseConfig:
-        """A tiny model for tests with a tiny random wav2vec2 of hidden size ``audio_dim``."""
-        return cls(audio_dim=audio_dim, hidden=32, heads=2, layers=2, ffn=64,
-                   wav2vec2={**TINY_WAV2VEC2, "hidden_size": audio_dim})
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Audio2PoseConfig:
-        return cls(**values)
+from models.wav2vec import OFFICIAL_WAV2VEC2, TINY_WAV2VEC2, AudioHeadMixin
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -123,32 +88,40 @@ class SinusoidalPositions(nn.Module):
         return x + self.pe[:, : x.shape[1]]
 
 
-class Audio2PoseModel(nn.Module):
-    """``head`` (teacher forcing) and ``generate`` (autoregressive) on cached features; ``infer`` on audio."""
+class Audio2PoseModel(ModelMixin, ConfigMixin, AudioHeadMixin):
+    """``head`` (teacher forcing) and ``generate`` (autoregressive) on cached features; ``infer`` on audio.
 
-    def __init__(self, config: Audio2PoseConfig) -> None:
+    Config: ``audio_dim`` (wav2vec2 width), ``hidden``, ``heads``, ``layers``, ``ffn``, ``num_ids``
+    (identity embeddings), ``max_len`` (positions), ``pose_dim``, ``dropout``, ``wav2vec2`` (the
+    ``Wav2Vec2Config`` values of the encoder inside, or None for the head only).
+    """
+
+    @register_to_config
+    def __init__(self, audio_dim: int = 768, hidden: int = 512, heads: int = 8, layers: int = 8, ffn: int = 1024,
+                 num_ids: int = 100, max_len: int = 600, pose_dim: int = 6, dropout: float = 0.1,
+                 wav2vec2: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.config = config
-        self.register_module("audio_encoder", None)
-        if config.wav2vec2 is not None:
-            from models.wav2vec import AudioEncoder  # transformers: only when wav2vec2 is inside
+        self._init_audio_encoder(wav2vec2)
+        self.pose_map = nn.Linear(pose_dim, hidden)
+        self.in_fn = nn.Linear(audio_dim, hidden)
+        self.PPE = SinusoidalPositions(hidden, max_len)
+        layer = nn.TransformerDecoderLayer(d_model=hidden, nhead=heads, dim_feedforward=ffn, dropout=dropout,
+                                           batch_first=True)
+        self.transformer_decoder = nn.TransformerDecoder(layer, num_layers=layers)
+        self.pose_map_r = nn.Linear(hidden, pose_dim)
+        self.id_embed = nn.Embedding(num_ids, hidden)
 
-            self.set_audio_encoder(AudioEncoder.from_config_dict(config.wav2vec2))
-        self.pose_map = nn.Linear(config.pose_dim, config.hidden)
-        self.in_fn = nn.Linear(config.audio_dim, config.hidden)
-        self.PPE = SinusoidalPositions(config.hidden, config.max_len)
-        layer = nn.TransformerDecoderLayer(d_model=config.hidden, nhead=config.heads, dim_feedforward=config.ffn,
-                                           dropout=config.dropout, batch_first=True)
-        self.transformer_decoder = nn.TransformerDecoder(layer, num_layers=config.layers)
-        self.pose_map_r = nn.Linear(config.hidden, config.pose_dim)
-        self.id_embed = nn.Embedding(config.num_ids, config.hidden)
+    @classmethod
+    def official_config(cls) -> dict[str, Any]:
+        """The official model: wav2vec2-base inside, d=512, 8 layers, 8 heads, ffn 1024."""
+        return {"audio_dim": 768, "hidden": 512, "heads": 8, "layers": 8, "ffn": 1024, "num_ids": 100,
+                "max_len": 600, "pose_dim": 6, "dropout": 0.1, "wav2vec2": dict(OFFICIAL_WAV2VEC2)}
 
-    def set_audio_encoder(self, encoder: nn.Module) -> None:
-        """Put ``encoder`` inside the model (first in the state dict, as officially) and record its sizes."""
-        if encoder.config.hidden_size != self.config.audio_dim:
-            raise ValueError(f"wav2vec2 hidden size {encoder.config.hidden_size} != audio_dim {self.config.audio_dim}")
-        self.audio_encoder = encoder
-        self.config.wav2vec2 = structure(encoder.config)
+    @classmethod
+    def tiny_config(cls, audio_dim: int = 32) -> dict[str, Any]:
+        """A tiny model for tests with a tiny random wav2vec2 of hidden size ``audio_dim``."""
+        return {**cls.official_config(), "audio_dim": audio_dim, "hidden": 32, "heads": 2, "layers": 2, "ffn": 64,
+                "wav2vec2": {**TINY_WAV2VEC2, "hidden_size": audio_dim}}
 
     def _decode(self, pose_tokens: torch.Tensor, memory: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """Poses (B, L, 6) from embedded input poses (B, L, d), audio memory (B, S >= L, d), identity (B, 1, d)."""
@@ -190,38 +163,15 @@ class Audio2PoseModel(nn.Module):
     @torch.no_grad()
     def infer(self, input_values: torch.Tensor, seq_len: int, id_index: torch.Tensor, *,
               chunk_seconds: float = 5.0, fps: float = 30.0) -> torch.Tensor:
-        """Poses (B, seq_len, 6) of normalised 16 kHz audio (B, samples), as the official inference.
+        """Poses (B, seq_len, 6) of normalised 16 kHz audio (B, samples).
 
-        The audio is cut into ``chunk_seconds`` pieces (the short remainder joins the last
-        one); each piece gets its own wav2vec2 pass and its own autoregressive run.
+        The utterance is encoded once (frame-aligned wav2vec2 features), as the trainer's
+        cached features are, then generated in chunks of ``chunk_seconds`` (the short remainder
+        joins the last), each from a zero pose (:meth:`generate`). The official script encodes
+        each 5 s of audio on its own instead; under 10 s (all it supports) both are one chunk.
         """
         if self.audio_encoder is None:
             raise RuntimeError("this Audio2Pose model has no wav2vec2 inside; run generate() on cached features "
                                "or attach one with set_audio_encoder()")
-        frames_per_chunk = max(1, round(chunk_seconds * fps))
-        samples_per_chunk = round(chunk_seconds * SAMPLE_RATE)
-        bounds = chunk_bounds(seq_len, frames_per_chunk)
-        identity = self.id_embed(id_index)[:, None]
-        parts = []
-        for index, (start, end) in enumerate(bounds):
-            last = index == len(bounds) - 1
-            audio = input_values[:, index * samples_per_chunk: None if last else (index + 1) * samples_per_chunk]
-            memory = self.in_fn(self.audio_encoder(audio, end - start))
-            parts.append(self._autoregressive(memory, identity))
-        return torch.cat(parts, dim=1)
-
-
-def from_checkpoint(checkpoint: str | Path | Mapping, *, strict: bool = True) -> Audio2PoseModel:
-    """A model from our trainer checkpoint (its config inside) or an official ``audio2pose.pt``.
-
-    ``checkpoint`` is a file or its loaded contents (see :func:`models.audio_checkpoint.split_checkpoint`).
-    """
-    return build_from_checkpoint(checkpoint, "audio2pose", Audio2PoseModel, Audio2PoseConfig, strict=strict)
-
-
-def load_official(path: str | Path, config: Audio2PoseConfig | None = None, *, strict: bool = True) -> Audio2PoseModel:
-    """The official ``audio2pose.pt`` (wav2vec2 inside) loaded into :class:`Audio2PoseModel`."""
-    model = Audio2PoseModel(config or Audio2PoseConfig.official())
-    load_model_state(model, torch.load(path, map_location="cpu", weights_only=True), strict=strict,
-                     name=Path(path).name)
-    return model.eval()
+        return self.generate(self.audio_encoder(input_values, seq_len), id_index,
+                             chunk=max(1, round(chunk_seconds * fps)))

@@ -1,19 +1,21 @@
-"""Lmk2Video model set (stage 1 + stage 2): sizes, builders and the DDIM schedulers.
+"""Lmk2Video model set (stage 1 + stage 2): sizes, builders, the training net and the DDIM schedulers.
 
 ``build_models(config)`` returns the five modules with reference attention already wired;
 ``add_motion_modules(models.denoising_unet, config)`` turns the denoising UNet into the stage-2
-video UNet. Official checkpoints load through :mod:`models.official_weights`.
+video UNet; :class:`Lmk2VideoNet` joins the trained modules into one forward for the trainer.
+Official checkpoints load through :mod:`models.official_weights`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
-from models.pose_guider import PoseGuider
+from models.pose_guider import PoseGuider, batch_statistics
 from models.reference_attention import ReferenceAttention
-from models.unets import MotionModule, build_denoising_unet, build_reference_unet
+from models.unets import MotionModule, build_denoising_unet, build_reference_unet, denoise
 from models.unets import add_motion_modules as _attach_motion_modules
 
 #: SD1.5 ``unet/config.json`` values that differ from diffusers' defaults or matter here.
@@ -107,6 +109,46 @@ def build_models(config: Lmk2VideoConfig, *, vae: nn.Module | None = None,
         pose_guider=PoseGuider(**config.pose_guider),
         reference_attention=ReferenceAttention(reference_unet, denoising_unet),
     )
+
+
+class Lmk2VideoNet(nn.Module):
+    """The trained modules as one ``nn.Module`` (one DDP wrapper): PoseGuider -> ReferenceNet
+    (reference attention) -> denoising UNet.
+
+    A plain ``nn.Module``, not a ``ModelMixin``: it owns no weights of its own and has no
+    config to rebuild it from, it only composes modules built (and saved) on their own.
+    Stage 2 keeps the PoseGuider and the ReferenceNet frozen: the PoseGuider normalises with
+    batch statistics without updating its buffers, the ReferenceNet runs without gradients.
+    """
+
+    def __init__(self, models: Lmk2VideoModels, stage: int) -> None:
+        super().__init__()
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        self.reference_unet = models.reference_unet
+        self.denoising_unet = models.denoising_unet
+        self.pose_guider = models.pose_guider
+        self.reference_attention = models.reference_attention
+        self.stage = stage
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, reference_latents: torch.Tensor,
+                context: torch.Tensor, pose: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """noisy (B,4,F,h,w), timesteps (B,), reference_latents (B,4,h,w), context (B,1,D) (zero
+        where dropped), pose (B*F,3,H,W) in [-1,1], keep (B,) bool -> prediction (B,4,F,h,w)."""
+        if self.stage == 1:
+            features = self.pose_guider(pose)
+        else:
+            with torch.no_grad(), batch_statistics(self.pose_guider):
+                features = self.pose_guider(pose)
+        attention = self.reference_attention
+        if bool(keep.any()):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 1):
+                attention.write(reference_latents, context)
+            attention.set_mask(None if bool(keep.all()) else keep)
+        else:
+            attention.clear()
+        # The bank stays until the caller clears it: gradient checkpointing reads it again in backward.
+        return denoise(self.denoising_unet, noisy, timesteps, context, features)
 
 
 def add_motion_modules(denoising_unet: nn.Module, config: Lmk2VideoConfig) -> list[MotionModule]:

@@ -1,5 +1,10 @@
-"""Load the official AniPortrait Lmk2Video checkpoints and the SD1.5 / AnimateDiff parts they need.
+"""Load the official AniPortrait checkpoints and the SD1.5 / AnimateDiff parts they need.
 
+- One loader, :func:`load_into`, for every official file: it names the missing, unexpected
+  and wrongly shaped keys, and accepts either naming of weight norm (``weight_g``/``weight_v``
+  as torch 2.0 saved the official audio models, or ``parametrizations.weight.original0/1``).
+- ``audio2mesh.pt``, ``audio2pose.pt``: ``Audio2MeshModel.load_official`` /
+  ``Audio2PoseModel.load_official`` (wav2vec2 inside).
 - ``pose_guider.pth``, ``reference_unet.pth``: strict loads (keys equal ours).
 - ``denoising_unet.pth`` (+ ``motion_module.pth`` when the UNet has motion modules): strict on
   the union, as the official 3D UNet holds both.
@@ -10,15 +15,21 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 #: Official file of each module, as named in ``pretrained_model/``.
 OFFICIAL_FILES = {"pose_guider": "pose_guider.pth", "reference_unet": "reference_unet.pth",
                   "denoising_unet": "denoising_unet.pth", "motion_module": "motion_module.pth"}
+#: Newer torch's names of a weight-normed parameter's parts -> the names in the official files.
+WEIGHT_NORM_NAMES = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -39,18 +50,37 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, *, assign: bool = False) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the file's role and the first differences."""
+def _official_key(key: str) -> str:
+    """``key`` with weight-norm parts named as in the official files (``weight_g``/``weight_v``)."""
+    for new, old in WEIGHT_NORM_NAMES.items():
+        if key.endswith("." + new):
+            return key[: -len(new)] + old
+    return key
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, *, strict: bool = True,
+              assign: bool = False) -> None:
+    """Load ``state`` into ``module``, with an error that names the file's role and the first differences.
+
+    Missing or unexpected keys fail with ``strict``; without it they are logged and the rest
+    loads (as the official audio script's ``strict=False``). A tensor of another shape always
+    fails, before anything is loaded.
+    """
+    state = {_official_key(k): v for k, v in state.items()}
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        raise ValueError(f"{what}: the weights do not fit the model ({len(missing)} missing, e.g. {missing[:3]}; "
-                         f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(wrong)} of another shape, "
-                         f"e.g. {wrong[:3]}); check the file and the model config")
-    module.load_state_dict(state, strict=True, assign=assign)
+    problem = (f"{what}: the weights do not fit {type(module).__name__} ({len(missing)} missing, e.g. {missing[:3]}; "
+               f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(wrong)} of another shape, "
+               f"e.g. {wrong[:3]}); check the file and the model config")
+    if wrong or (strict and (missing or unexpected)):
+        raise ValueError(problem)
+    if missing or unexpected:
+        log.warning("%s (loaded the rest)", problem)
+        state = {k: v for k, v in state.items() if k in own}
+    module.load_state_dict(state, strict=strict, assign=assign)
 
 
 _ADAPTER_RENAMES = [(".norm1.", ".norms.0."), (".norm2.", ".norms.1."), (".norm3.", ".ff_norm."),
@@ -135,9 +165,9 @@ def load_sd15_unets(models, source: str | Path) -> None:
 
     state = _from_pretrained(UNet2DConditionModel, source, "unet", "SD1.5 UNet", torch.float32).state_dict()
     reference = {k: v for k, v in state.items() if not k.startswith(("conv_norm_out.", "conv_out."))}
-    load_strict(models.reference_unet, reference, "reference_unet from SD1.5")
+    load_into(models.reference_unet, reference, "reference_unet from SD1.5")
     motion = {k: v for k, v in models.denoising_unet.state_dict().items() if ".motion_modules." in k}
-    load_strict(models.denoising_unet, state | motion, "denoising_unet from SD1.5")
+    load_into(models.denoising_unet, state | motion, "denoising_unet from SD1.5")
 
 
 def load_lmk2video_weights(models, weights: dict[str, str | Path], *, assign: bool = False) -> None:
@@ -148,10 +178,10 @@ def load_lmk2video_weights(models, weights: dict[str, str | Path], *, assign: bo
     loaded tensors (for models built on the meta device).
     """
     if "pose_guider" in weights:
-        load_strict(models.pose_guider, load_state_file(weights["pose_guider"]), "pose_guider", assign=assign)
+        load_into(models.pose_guider, load_state_file(weights["pose_guider"]), "pose_guider", assign=assign)
     if "reference_unet" in weights:
-        load_strict(models.reference_unet, load_state_file(weights["reference_unet"]), "reference_unet",
-                    assign=assign)
+        load_into(models.reference_unet, load_state_file(weights["reference_unet"]), "reference_unet",
+                  assign=assign)
     has_motion = any(".motion_modules." in k for k in models.denoising_unet.state_dict())
     if has_motion and "motion_module" not in weights:
         raise ValueError("the denoising UNet has motion modules: give a motion_module weights file")
@@ -159,8 +189,8 @@ def load_lmk2video_weights(models, weights: dict[str, str | Path], *, assign: bo
         state = dict(load_state_file(weights["denoising_unet"]))
         if has_motion:
             state.update(load_motion_weights(weights["motion_module"]))
-        load_strict(models.denoising_unet, state, "denoising_unet" + (" + motion_module" if has_motion else ""),
-                    assign=assign)
+        load_into(models.denoising_unet, state, "denoising_unet" + (" + motion_module" if has_motion else ""),
+                  assign=assign)
     elif has_motion:
         load_motion_state(models.denoising_unet, load_motion_weights(weights["motion_module"]), "motion_module",
                           assign=assign)

@@ -70,7 +70,7 @@ class PoseGuider(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final_proj.bias)
 
     def forward(self, pose: torch.Tensor) -> list[torch.Tensor]:
-        """pose (N,3,H,W) in [-1,1] -> [C@H/8, C@H/16, 2C@H/32, 4C@H/64, 4C@H/64], each (N,c,h,w)."""
+        """pose (N,3,H,W) (``pipelines.inference.lmk2video.pose_input``) -> [C@H/8, C@H/16, 2C@H/32, 4C@H/64, 4C@H/64], each (N,c,h,w)."""
         x = self.final_proj(self.conv_layers(pose)) * self.scale
         features = [x]
         for i in range(1, 5):

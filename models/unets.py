@@ -7,7 +7,8 @@
   run on frames ``(B*F, C, h, w)``. Forward hooks add the PoseGuider maps after ``conv_in`` and
   after down blocks 0..3 (to the hidden state only, not to the skip connections, as the
   official 3D UNet) and run the motion modules.
-- Motion modules (stage 2, ``mm_sd_v15_v2`` layout of ``inference_v2.yaml``): one after each
+- Motion modules (stage 2, ``mm_sd_v15_v2`` layout of ``inference_v2.yaml``; a ``ModelMixin`` each,
+  built of plain ``nn.Module`` blocks as diffusers' own models are): one after each
   attention (or resnet, in blocks without attention) of every down/up block and after the mid
   attention, stored as ``<block>.motion_modules.<j>.temporal_transformer...`` so that
   ``motion_module.pth`` loads strictly. Their GroupNorm is per frame, as the official code
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -132,9 +135,10 @@ class TemporalTransformer(nn.Module):
         return y + x
 
 
-class MotionModule(nn.Module):
+class MotionModule(ModelMixin, ConfigMixin):
     """AnimateDiff "Vanilla" motion module; ``proj_out`` starts at zero, so it starts as the identity."""
 
+    @register_to_config
     def __init__(self, channels: int, heads: int = 8, max_frames: int = 32, norm_num_groups: int = 32):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(channels, heads, max_frames, norm_num_groups)
@@ -170,7 +174,8 @@ def add_motion_modules(unet: UNet2DConditionModel, heads: int = 8, max_frames: i
         targets = list(getattr(block, "attentions", None) or block.resnets)
         channels = [block.resnets[-1].out_channels] * len(targets)
         block.motion_modules = nn.ModuleList(
-            [MotionModule(c, heads, max_frames, groups) for c in channels]).to(unet.device, unet.dtype)
+            [MotionModule(channels=c, heads=heads, max_frames=max_frames, norm_num_groups=groups)
+             for c in channels]).to(unet.device, unet.dtype)
         for target, module in zip(targets, block.motion_modules):
             target.register_forward_hook(run(module))
             added.append(module)

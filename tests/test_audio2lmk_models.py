@@ -1,4 +1,5 @@
-"""Audio2Mesh / Audio2Pose: official state dicts, heads on cached shard features, generation lengths."""
+"""Audio2Mesh / Audio2Pose: official state dicts, save_pretrained round trips, heads on cached shard
+features, the teacher-forced training forward, generation lengths."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.audio2mesh import Audio2MeshConfig, Audio2MeshModel  # noqa: E402
+from models.audio2mesh import Audio2MeshModel  # noqa: E402
 from models.audio2pose import (  # noqa: E402
-    Audio2PoseConfig,
     Audio2PoseModel,
     alibi_causal_mask,
     alibi_slopes,
@@ -22,7 +22,7 @@ from models.audio2pose import (  # noqa: E402
     shift_poses,
 )
 
-OFFICIAL = {"audio2mesh": (Audio2MeshModel, Audio2MeshConfig), "audio2pose": (Audio2PoseModel, Audio2PoseConfig)}
+OFFICIAL = {"audio2mesh": Audio2MeshModel, "audio2pose": Audio2PoseModel}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,10 +35,10 @@ def manifest(shared_dir: Path, name: str) -> dict:
 def test_official_state_dict_loads_strictly(shared_dir: Path, name: str) -> None:
     """Keys (in order), shapes and parameter count equal the official manifest; a state built
     from it loads with strict=True (meta tensors: no 400 MB of random weights)."""
-    model_cls, config_cls = OFFICIAL[name]
+    model_cls = OFFICIAL[name]
     expected = manifest(shared_dir, name)
     with torch.device("meta"):
-        model = model_cls(config_cls.official())
+        model = model_cls(**model_cls.official_config())
     state = model.state_dict()
     assert list(state) == list(expected["state_dict"])
     assert {k: list(v.shape) for k, v in state.items()} == {k: v[:-1] for k, v in expected["state_dict"].items()}
@@ -51,17 +51,14 @@ def test_official_state_dict_loads_strictly(shared_dir: Path, name: str) -> None
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
-def test_load_official_file_both_weight_norm_namings(tmp_path: Path, name: str) -> None:
+def test_load_official_file_both_weight_norm_namings(tmp_path: Path, name: str, caplog) -> None:
     """A saved official-style file loads value for value, whether the positional conv's weight
     norm is named weight_g/weight_v (torch 2.0) or parametrizations.* (newer torch); a file
-    missing a key fails naming it."""
-    import models.audio2mesh as mesh_module
-    import models.audio2pose as pose_module
-
-    module = {"audio2mesh": mesh_module, "audio2pose": pose_module}[name]
-    model_cls, config_cls = OFFICIAL[name]
+    missing a key fails naming it, or without strict loads the rest with a warning."""
+    model_cls = OFFICIAL[name]
+    tiny = model_cls.tiny_config()
     torch.manual_seed(1)
-    source = model_cls(config_cls.tiny())
+    source = model_cls(**tiny)
     state = {k: torch.randn_like(v) for k, v in source.state_dict().items()}
     assert "audio_encoder.encoder.pos_conv_embed.conv.weight_g" in state
     renamed = {k.replace("conv.weight_g", "conv.parametrizations.weight.original0")
@@ -69,15 +66,47 @@ def test_load_official_file_both_weight_norm_namings(tmp_path: Path, name: str) 
     for variant, contents in (("classic", state), ("parametrized", renamed)):
         path = tmp_path / f"{variant}.pt"
         torch.save(contents, path)
-        loaded = module.load_official(path, config_cls.tiny())
+        loaded = model_cls.load_official(path, tiny)
         assert loaded.state_dict().keys() == state.keys()
         for key, value in loaded.state_dict().items():
             assert torch.equal(value, state[key]), (variant, key)
     broken = dict(state)
     broken.pop("in_fn.bias")
     torch.save(broken, tmp_path / "broken.pt")
-    with pytest.raises(ValueError, match="missing: in_fn.bias"):
-        module.load_official(tmp_path / "broken.pt", config_cls.tiny())
+    with pytest.raises(ValueError, match=r"broken.pt: .*1 missing, e.g. \['in_fn.bias'\]"):
+        model_cls.load_official(tmp_path / "broken.pt", tiny)
+    lenient = model_cls.load_official(tmp_path / "broken.pt", tiny, strict=False)
+    assert "1 missing" in caplog.text and torch.equal(lenient.in_fn.weight, state["in_fn.weight"])
+    torch.save({**state, "in_fn.bias": torch.zeros(3)}, tmp_path / "shape.pt")
+    with pytest.raises(ValueError, match="1 of another shape"):
+        model_cls.load_official(tmp_path / "shape.pt", tiny, strict=False)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+@pytest.mark.parametrize("inside", [True, False], ids=["with-wav2vec2", "head-only"])
+def test_save_pretrained_round_trip(tmp_path: Path, name: str, inside: bool) -> None:
+    """save_pretrained/from_pretrained give the same config, keys (official names: weight_g/weight_v)
+    and values; a wav2vec2 attached later is part of the saved config."""
+    model_cls = OFFICIAL[name]
+    config = {**model_cls.tiny_config(), **({} if inside else {"wav2vec2": None})}
+    torch.manual_seed(2)
+    model = model_cls(**config)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)  # out_fn is zero-initialised: the round trip must carry it
+    model.save_pretrained(tmp_path / "saved")
+    loaded = model_cls.from_pretrained(tmp_path / "saved")
+    assert type(loaded) is model_cls and not loaded.training
+    assert {k: loaded.config[k] for k in config} == json.loads(json.dumps(config))
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert ("audio_encoder.encoder.pos_conv_embed.conv.weight_g" in loaded.state_dict()) == inside
+    if not inside:
+        from models.wav2vec import AudioEncoder
+
+        loaded.set_audio_encoder(AudioEncoder.from_config_dict(model_cls.tiny_config()["wav2vec2"]))
+        loaded.save_pretrained(tmp_path / "attached")
+        again = model_cls.from_pretrained(tmp_path / "attached")
+        assert again.audio_encoder is not None and again.config.wav2vec2 == loaded.config.wav2vec2
 
 
 def test_audio_encoder_matches_cached_features(tiny_wav2vec2: Path, media_dir: Path) -> None:
@@ -103,15 +132,6 @@ def test_missing_wav2vec2_says_what_to_pass(tmp_path: Path) -> None:
 
     with pytest.raises(ModelLoadError, match="--wav2vec2"):
         load_audio_encoder(str(tmp_path / "nowhere"))
-
-
-def test_unreadable_checkpoint_names_the_file(tmp_path: Path) -> None:
-    from models.audio2mesh import from_checkpoint
-
-    junk = tmp_path / "audio2mesh.pt"
-    junk.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="audio2mesh.pt is not a readable torch checkpoint"):
-        from_checkpoint(junk)
 
 
 def test_alibi_and_cross_attention_masks() -> None:
@@ -148,8 +168,8 @@ def shard_windows(feature_shards: Path) -> list[dict]:
 
 def test_heads_run_on_cached_shard_features(shard_windows: list[dict]) -> None:
     torch.manual_seed(0)
-    mesh = Audio2MeshModel(Audio2MeshConfig.tiny(audio_dim=32)).eval()
-    pose = Audio2PoseModel(Audio2PoseConfig(audio_dim=32, hidden=32, heads=2, layers=2, ffn=64, wav2vec2=None)).eval()
+    mesh = Audio2MeshModel(**Audio2MeshModel.tiny_config(audio_dim=32)).eval()
+    pose = Audio2PoseModel(audio_dim=32, hidden=32, heads=2, layers=2, ffn=64).eval()
     assert pose.audio_encoder is None                                 # head only: no wav2vec2 at train time
     assert len(shard_windows) == 3
     for sample in shard_windows:
@@ -164,11 +184,31 @@ def test_heads_run_on_cached_shard_features(shard_windows: list[dict]) -> None:
         assert predicted.shape == (1, frames, 6) and torch.isfinite(predicted).all()
 
 
+def test_teacher_forced_head_is_the_training_forward() -> None:
+    """One module forward (what DDP hooks) = the model's head, teacher-forced for poses."""
+    from models.audio2lmk import TeacherForcedHead
+
+    torch.manual_seed(0)
+    features, ids, poses = torch.randn(2, 12, 32), torch.tensor([1, 7]), torch.randn(2, 12, 6)
+    for model in (Audio2MeshModel(**Audio2MeshModel.tiny_config()), Audio2PoseModel(**Audio2PoseModel.tiny_config())):
+        model.eval()
+        head = TeacherForcedHead(model)
+        assert list(head.state_dict()) == [f"model.{k}" for k in model.state_dict()]
+        with torch.no_grad():
+            ours = head(features, ids, poses)
+            if isinstance(model, Audio2MeshModel):
+                torch.testing.assert_close(ours, model.head(features))
+            else:
+                torch.testing.assert_close(ours, model.head(features, ids, shift_poses(poses)))
+    with pytest.raises(TypeError, match="Audio2MeshModel or Audio2PoseModel"):
+        TeacherForcedHead(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
 def test_teacher_forcing_is_causal_and_matches_generation(shard_windows: list[dict]) -> None:
     """Fed its own outputs, the teacher-forced head reproduces autoregressive generation, and a
     change to late inputs never changes earlier outputs (ALiBi causal mask, own-frame memory)."""
     torch.manual_seed(0)
-    model = Audio2PoseModel(Audio2PoseConfig.tiny()).eval()
+    model = Audio2PoseModel(**Audio2PoseModel.tiny_config()).eval()
     features = torch.from_numpy(shard_windows[2]["wav2vec.npy"].astype(np.float32))[None]
     ids = torch.tensor([3])
     with torch.no_grad():
@@ -191,7 +231,7 @@ def test_generation_lengths(seconds: int) -> None:
     """1 s (under one chunk), 5 s (one chunk) and 10 s (exactly two: the official code fails on both
     the first and the last) give one pose per frame; each chunk restarts from a zero pose."""
     torch.manual_seed(0)
-    model = Audio2PoseModel(Audio2PoseConfig.tiny()).eval()
+    model = Audio2PoseModel(**Audio2PoseModel.tiny_config()).eval()
     frames = math.ceil(seconds * 30)
     features = torch.randn(1, frames, 32)
     ids = torch.tensor([0])

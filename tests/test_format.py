@@ -43,12 +43,6 @@ NOT_MEMBERS = {
     ("aniportrait/media/encode.py", "mp4"): "ffmpeg container of encode_rgb_frames",
     ("aniportrait/media/probe.py", "json"): "ffprobe's output format",
 }
-#: Member names still written out in files that another change owns; remove an entry when
-#: its file takes the name from aniportrait.format.
-PENDING = {
-    ("pipelines/training/audio2lmk.py", "wav2vec.npy"),
-    ("pipelines/training/lmk2video_samples.py", "mp4"),
-}
 
 
 def _strings(path: Path) -> list[tuple[int, str]]:
@@ -72,7 +66,7 @@ def test_member_names_are_written_out_only_in_the_format_module() -> None:
         for line, value in _strings(path):
             if value in names:
                 found.setdefault((rel, value), []).append(line)
-    allowed = set(NOT_MEMBERS) | PENDING
+    allowed = set(NOT_MEMBERS)
     stray = [f"{rel}:{line}: {value!r}" for (rel, value), lines in sorted(found.items()) if (rel, value) not in allowed
              for line in lines]
     assert not stray, "member names outside aniportrait/format.py (use its Member constants):\n" + "\n".join(stray)

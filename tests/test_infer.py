@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 from pathlib import Path
 
@@ -193,16 +194,17 @@ def infer_run(media_dir: Path, speech: dict[int, Path], tiny_wav2vec2: Path,
     import cv2
 
     cv2.imwrite(str(folder / "wall.png"), np.full((128, 128, 3), 90, np.uint8))  # no face in it
-    rows = [("talk1", media_dir / "portrait_lyl.png", speech[1].name, "", source.name),  # head pose from a video
-            ("talk5", media_dir / "portrait_solo.png", speech[5].name, "", ""),
-            ("talk10", media_dir / "portrait_lyl.png", speech[10].name, "", ""),
-            ("reenact", media_dir / "portrait_solo.png", "", source.name, ""),
-            ("text", "notes.png", speech[1].name, "", ""),
-            ("noface", "wall.png", speech[1].name, "", "")]
+    rows = [("talk1", media_dir / "portrait_lyl.png", speech[1].name, "", source.name, ""),  # head pose from a video
+            ("talk5", media_dir / "portrait_solo.png", speech[5].name, "", "", ""),  # pose_id drawn from the seed
+            ("talk10", media_dir / "portrait_lyl.png", speech[10].name, "", "", "7"),
+            ("reenact", media_dir / "portrait_solo.png", "", source.name, "", ""),
+            ("text", "notes.png", speech[1].name, "", "", ""),
+            ("noface", "wall.png", speech[1].name, "", "", "")]
     for cut in speech.values():
         (folder / cut.name).symlink_to(cut)
     table = folder / "jobs.csv"
-    table.write_text("job_id,portrait,audio,source_video,pose_video\n" + "".join(f"{','.join(map(str, r))}\n" for r in rows))
+    table.write_text("job_id,portrait,audio,source_video,pose_video,pose_id\n"
+                     + "".join(f"{','.join(map(str, r))}\n" for r in rows))
     out = folder / "out"
     args = ["infer", "--jobs", str(table), "--out", str(out), "--tiny-random", "--size", str(SIZE), "--steps", "2",
             "--guidance", "1", "--wav2vec2", str(tiny_wav2vec2), "--workers", "2"]
@@ -248,6 +250,9 @@ def test_infer_makes_videos_and_reports_bad_jobs(infer_run) -> None:
     assert report["noface"]["status"] == "failed" and "no face found in the portrait" in report["noface"]["error"]
     assert not (out / "text.mp4").exists() and not (out / "noface.mp4").exists()
     assert "no face found in the portrait" in first.output  # the printed table names the reason
+    # Audio2Pose identities: the job's column, else drawn from the job's seed (--seed 42); none without Audio2Pose
+    assert report["talk10"]["pose_id"] == 7 and report["talk5"]["pose_id"] == random.Random(42).randrange(100)
+    assert report["talk1"]["pose_id"] is None and report["reenact"]["pose_id"] is None
 
 
 def test_infer_rerun_skips_finished_jobs(infer_run) -> None:
@@ -257,7 +262,7 @@ def test_infer_rerun_skips_finished_jobs(infer_run) -> None:
     assert {k: r["status"] for k, r in report.items()} == {
         "talk1": "skipped", "talk5": "skipped", "talk10": "skipped", "reenact": "skipped",
         "text": "failed", "noface": "failed"}
-    assert report["talk10"]["frames"] == 300
+    assert report["talk10"]["frames"] == 300 and report["talk10"]["pose_id"] == 7
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == infer_run["mtimes"]
 
 

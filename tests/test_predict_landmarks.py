@@ -36,23 +36,36 @@ def speech(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def trained_checkpoints(tiny_wav2vec2: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Trainer checkpoints as ``pipelines.training.audio2lmk`` writes them: head only (no wav2vec2)."""
-    from models.audio2mesh import Audio2MeshConfig, Audio2MeshModel
-    from models.audio2pose import Audio2PoseConfig, Audio2PoseModel
-    from pipelines.training.checkpoint import save_checkpoint
+def _trained_heads() -> dict[str, torch.nn.Module]:
+    """Tiny heads as the Audio2Lmk trainer builds them (no wav2vec2), the mesh head "trained" to move the lips."""
+    from models.audio2mesh import Audio2MeshModel
+    from models.audio2pose import Audio2PoseModel
 
     torch.manual_seed(0)
+    mesh = Audio2MeshModel(audio_dim=32, hidden=32)
+    torch.nn.init.normal_(mesh.out_fn.weight, std=0.1)
+    return {"audio2mesh": mesh, "audio2pose": Audio2PoseModel(audio_dim=32, hidden=32, heads=2, layers=2, ffn=64)}
+
+
+def _trainer_state(model: torch.nn.Module) -> dict:
+    """The parts of a trainer checkpoint besides the model: optimizer, one rank's stream and rng."""
+    optimizer = torch.optim.AdamW(model.parameters())
+    return {"optimizer": optimizer.state_dict(), "stream": [{"epoch": 0, "samples": 4}],
+            "rng": [{"torch": torch.get_rng_state()}]}
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Trainer checkpoints in the current layout (:class:`TrainerCheckpoint`): head only (no wav2vec2)."""
+    from pipelines.training.checkpoint import TrainerCheckpoint, save_checkpoint
+
     folder = tmp_path_factory.mktemp("ckpt")
     paths = []
-    for kind, model in (("audio2mesh", Audio2MeshModel(Audio2MeshConfig(audio_dim=32, hidden=32, wav2vec2=None))),
-                        ("audio2pose", Audio2PoseModel(Audio2PoseConfig(audio_dim=32, hidden=32, heads=2, layers=2,
-                                                                        ffn=64, wav2vec2=None)))):
-        if kind == "audio2mesh":
-            torch.nn.init.normal_(model.out_fn.weight, std=0.1)       # a "trained" head that moves the lips
-        paths.append(save_checkpoint(folder / f"{kind}.pt", {"kind": kind, "step": 1, "model": model.state_dict(),
-                                                              "config": {"model": model.config.to_dict()}}))
+    for kind, model in _trained_heads().items():
+        config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+        checkpoint = TrainerCheckpoint(kind=kind, step=1, models={kind: model.state_dict()},
+                                       config={"train": {"kind": kind}, "model": config}, **_trainer_state(model))
+        paths.append(save_checkpoint(folder / f"{kind}.pt", checkpoint.to_dict()))
     return paths[0], paths[1]
 
 
@@ -70,7 +83,7 @@ def test_portrait_without_face_is_a_clear_error() -> None:
 @pytest.mark.parametrize("seconds", [1.0, 10.0])
 def test_motion_one_row_per_frame(face: PortraitFace, media_dir: Path, seconds: float) -> None:
     """Real speech (tiled to 10 s: exactly two pose chunks) -> mesh = offsets + portrait mesh,
-    official pose post-processing, landmarks projected inside the image."""
+    pose post-processing, landmarks projected inside the image."""
     speech = load_audio(media_dir / "speech_lyl.wav")
     wave = np.tile(speech, 2)[: int(seconds * 16000)]
     motion = Audio2Lmk.random_tiny(seed=0).motion(wave, face)
@@ -101,6 +114,47 @@ def test_checkpoints_without_wav2vec2_need_one(trained_checkpoints: tuple[Path, 
         Audio2Lmk.from_checkpoints(str(pose), str(pose), wav2vec2=str(tiny_wav2vec2))
     models = Audio2Lmk.from_checkpoints(str(mesh), str(pose), wav2vec2=str(tiny_wav2vec2))
     assert models.mesh_model.audio_encoder is models.pose_model.audio_encoder
+
+
+def test_version_1_checkpoints_load_as_before(tmp_path: Path, tiny_wav2vec2: Path) -> None:
+    """Checkpoints of the Audio2Lmk trainer before format versions (its dict written out here as that
+    code wrote it: config dataclasses as dicts) still load at inference, with the same weights."""
+    from pipelines.inference.audio2lmk import load_audio_model
+    from pipelines.training.checkpoint import save_checkpoint
+
+    old_configs = {  # dataclasses.asdict of that code's Audio2MeshConfig / Audio2PoseConfig
+        "audio2mesh": {"audio_dim": 32, "hidden": 32, "num_vertices": 468, "wav2vec2": None},
+        "audio2pose": {"audio_dim": 32, "hidden": 32, "heads": 2, "layers": 2, "ffn": 64, "num_ids": 100,
+                       "max_len": 600, "pose_dim": 6, "dropout": 0.1, "wav2vec2": None}}
+    for kind, model in _trained_heads().items():
+        save_checkpoint(tmp_path / f"{kind}.pt", {
+            "kind": kind, "step": 3, "model": model.state_dict(), **_trainer_state(model),
+            "config": {"model": old_configs[kind], "train": {"kind": kind, "steps": 3}}})
+        loaded, conventions = load_audio_model(tmp_path / f"{kind}.pt", kind)
+        assert conventions == {}  # written before checkpoints recorded them: inference uses the trained defaults
+        assert type(loaded) is type(model) and loaded.audio_encoder is None
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    models = Audio2Lmk.from_checkpoints(str(tmp_path / "audio2mesh.pt"), str(tmp_path / "audio2pose.pt"),
+                                        wav2vec2=str(tiny_wav2vec2))
+    assert models.pose_model.config.layers == 2
+    assert (models.pose_postprocess.rotation_scale, models.pose_postprocess.smooth) == (1.0, 7)  # trained here
+
+
+def test_unreadable_or_foreign_checkpoints_name_the_file(tmp_path: Path) -> None:
+    from pipelines.inference.audio2lmk import load_audio_model
+    from pipelines.training.checkpoint import save_checkpoint
+
+    junk = tmp_path / "audio2mesh.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*audio2mesh.pt"):
+        load_audio_model(junk, "audio2mesh")
+    save_checkpoint(tmp_path / "future.pt", {"format_version": 99, "kind": "audio2mesh"})
+    with pytest.raises(ValueError, match="future.pt has checkpoint format version 99, but this code reads versions "
+                                         "1 to 2"):
+        load_audio_model(tmp_path / "future.pt", "audio2mesh")
+    save_checkpoint(tmp_path / "official.pt", {"in_fn.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match=r"official.pt \(an official audio2mesh file\?\): .* missing"):
+        load_audio_model(tmp_path / "official.pt", "audio2mesh")
 
 
 def _cli(*args: str):

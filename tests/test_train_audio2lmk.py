@@ -1,5 +1,6 @@
 """Audio2Mesh / Audio2Pose training on the real feature shards: windows, overfitting,
-exact resume, two Ray Train workers, the CLI and the checkpoint as a model."""
+exact resume (also from a checkpoint of the layout before format versions), two Ray Train
+workers, the CLI and the checkpoint as a model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import webdataset as wds
 from aniportrait.face import neutral_frame
 from aniportrait.pose import matrix_to_pose6d, relative_poses
 from pipelines.training.audio2lmk import Audio2LmkTrainConfig, train
-from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint
+from pipelines.training.checkpoint import latest_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from pipelines.training.windows import LIP_VERTICES, MEMBERS, Audio2LmkWindows, identity_index
 
 SHORT_FRAMES = 24
@@ -97,7 +98,7 @@ def test_num_ids_override_reaches_the_data(samples: dict[str, dict], feature_sha
                  eval_shards=[str(feature_shards)], eval_windows=4, model_overrides={"num_ids": 3})
     result = train(cfg)
     assert result.step == 2 and "l1" in result.eval
-    assert load_checkpoint(result.checkpoint)["model"]["id_embed.weight"].shape[0] == 3
+    assert read_checkpoint(result.checkpoint).models["audio2pose"]["id_embed.weight"].shape[0] == 3
 
 
 @pytest.mark.parametrize("kind, steps", [("audio2mesh", 80), ("audio2pose", 60)])
@@ -125,15 +126,37 @@ def test_resume_continues_the_same_loss_curve(feature_shards: Path, tmp_path: Pa
         train(config("audio2pose", [str(feature_shards)], tmp_path / "straight", steps=10, **run))
     split = tmp_path / "split"
     train(config("audio2pose", [str(feature_shards)], split, steps=5, **run))
-    state = load_checkpoint(latest_checkpoint(split))
-    assert state["step"] == 5 and state["stream"] == [{"epoch": 0, "samples": 20}]  # mid-epoch
+    raw = load_checkpoint(latest_checkpoint(split))
+    assert raw["format_version"] == 2 and set(raw) == {"format_version", "kind", "step", "models", "optimizer",
+                                                        "stream", "rng", "config", "extra"}
+    state = read_checkpoint(latest_checkpoint(split))
+    assert state.kind == "audio2pose" and list(state.models) == ["audio2pose"] and state.extra == {}
+    assert state.step == 5 and state.stream == [{"epoch": 0, "samples": 20}]  # mid-epoch
+    assert state.config["train"]["steps"] == 5 and state.config["model"]["wav2vec2"] is None
     resumed = train(config("audio2pose", [str(feature_shards)], split, steps=10, resume=True, **run))
     assert [s for s, _ in resumed.losses] == list(range(1, 11))
     np.testing.assert_allclose([l for _, l in resumed.losses], [l for _, l in straight.losses], rtol=1e-5)
-    final = load_checkpoint(resumed.checkpoint)
-    assert final["stream"] == [{"epoch": 1, "samples": 12}]  # 7 batches (27 windows), then 3 of epoch 1
-    for name, tensor in load_checkpoint(straight.checkpoint)["model"].items():
-        torch.testing.assert_close(final["model"][name], tensor, rtol=1e-5, atol=1e-6)
+    final = read_checkpoint(resumed.checkpoint)
+    assert final.stream == [{"epoch": 1, "samples": 12}]  # 7 batches (27 windows), then 3 of epoch 1
+    for name, tensor in read_checkpoint(straight.checkpoint).models["audio2pose"].items():
+        torch.testing.assert_close(final.models["audio2pose"][name], tensor, rtol=1e-5, atol=1e-6)
+
+    # A step-5 checkpoint as the trainer wrote it before format versions resumes the same way.
+    old = tmp_path / "version1"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "train.csv").write_text((split / "train.csv").read_text())
+    tiny_pose = {"audio_dim": 32, "hidden": 32, "heads": 2, "layers": 2, "ffn": 64, "num_ids": 100, "max_len": 600,
+                 "pose_dim": 6, "dropout": 0.1, "wav2vec2": None}  # dataclasses.asdict of that code's Audio2PoseConfig
+    save_checkpoint(old / "checkpoints" / "step-00000005.pt", {
+        "kind": state.kind, "step": state.step, "model": state.models["audio2pose"], "optimizer": state.optimizer,
+        "stream": state.stream, "rng": state.rng, "config": {"model": tiny_pose, "train": state.config["train"]}})
+    from_v1 = train(config("audio2pose", [str(feature_shards)], old, steps=10, resume=True, **run))
+    np.testing.assert_allclose([l for _, l in from_v1.losses], [l for _, l in straight.losses], rtol=1e-5)
+    with pytest.raises(ValueError, match="another model config"):
+        train(config("audio2pose", [str(feature_shards)], old, steps=12, resume=True,
+                     model_overrides={"layers": 1}, **run))
+    with pytest.raises(ValueError, match="is a audio2pose checkpoint, not audio2mesh"):
+        train(config("audio2mesh", [str(feature_shards)], old, steps=12, resume=True, **run))
 
 
 @pytest.mark.slow
@@ -145,19 +168,19 @@ def test_two_ray_train_workers(feature_shards: Path, tmp_path: Path) -> None:
         result = train(config("audio2mesh", [str(feature_shards)], tmp_path, steps=3, workers=2, window=10))
     finally:
         ray.shutdown()
-    state = load_checkpoint(result.checkpoint)
+    state = read_checkpoint(result.checkpoint)
     assert result.step == 3 and len(result.losses) == 3
-    positions = state["stream"]
+    positions = state.stream
     # The one shard is shared by sample (rank 0: 2 clips, 15 windows; rank 1: 1 clip, 12): 3 batches of 4 each.
     assert len(positions) == 2 and all(p["samples"] == 12 and p["epoch"] == 0 for p in positions)
-    assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    assert len(state.rng) == 2 and not torch.equal(state.rng[0]["torch"], state.rng[1]["torch"])
 
 
 def test_cli_trains_and_the_checkpoint_loads_as_a_model(feature_shards: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from cli import app
-    from models.audio2mesh import from_checkpoint
+    from pipelines.inference.audio2lmk import load_audio_model
 
     out = tmp_path / "run"
     args = ["train", "audio2mesh", "--shards", str(feature_shards), "--out", str(out), "--steps", "2",
@@ -171,12 +194,13 @@ def test_cli_trains_and_the_checkpoint_loads_as_a_model(feature_shards: Path, tm
     wrong = CliRunner().invoke(app, ["train", "audio2pose", "--shards", str(feature_shards), "--out",
                                      str(tmp_path / "official"), "--steps", "1"])
     assert wrong.exit_code == 2 and "768-d" in wrong.output and "32-d" in wrong.output
-    model = from_checkpoint(latest_checkpoint(out))
-    state = load_checkpoint(latest_checkpoint(out))
+    model, conventions = load_audio_model(latest_checkpoint(out), "audio2mesh")
+    assert conventions == {}  # Audio2Mesh has none
+    weights = read_checkpoint(latest_checkpoint(out)).models["audio2mesh"]
     features = torch.randn(1, 20, 32)
-    expected = torch.nn.functional.linear(torch.nn.functional.linear(features, state["model"]["in_fn.weight"],
-                                                                     state["model"]["in_fn.bias"]),
-                                          state["model"]["out_fn.weight"], state["model"]["out_fn.bias"])
+    expected = torch.nn.functional.linear(torch.nn.functional.linear(features, weights["in_fn.weight"],
+                                                                     weights["in_fn.bias"]),
+                                          weights["out_fn.weight"], weights["out_fn.bias"])
     torch.testing.assert_close(model.head(features).reshape(1, 20, -1), expected)
     assert (out / "train.csv").read_text().splitlines()[0].startswith("step,epoch,loss")
     assert list((out / "tb").iterdir())  # TensorBoard events

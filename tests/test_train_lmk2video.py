@@ -1,5 +1,6 @@
 """Lmk2Video training: frames and pose images from real shards, stage-1/2 items, and the
-stage-1/2 trainers on tiny random models (CPU), with checkpoints and resume."""
+stage-1/2 trainers on tiny random models (CPU), with checkpoints and resume (also from a
+checkpoint of the layout before format versions)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 import torch
 import webdataset as wds
 
-from pipelines.training.frames import draw_pose_frames, has_face, load_npy, pose_frames, read_frames, video_length
+from aniportrait.format import LANDMARKS, read_array
+from pipelines.training.frames import draw_pose_frames, has_face, pose_frames, read_frames, video_length
 from pipelines.training.lmk2video_samples import SampleSettings, Stage1Decoder, Stage2Decoder, face_starts, window_indices
 from pipelines.training.stream import ShardStream, expand_shards
 
@@ -53,7 +55,7 @@ def test_drawn_pose_images_equal_the_stored_pose_video(raw_samples: dict[str, di
     assert drawn.any() and np.array_equal(drawn, decoded)
     # a frame without a face has a black pose image
     no_face = np.zeros(len(has_face(sample)), bool)
-    assert not draw_pose_frames(load_npy(sample, "lmks.npy"), no_face, [3], (SIZE, SIZE)).any()
+    assert not draw_pose_frames(read_array(sample, LANDMARKS), no_face, [3], (SIZE, SIZE)).any()
     with pytest.raises(ValueError, match="unknown pose source"):
         pose_frames(sample, indices, (SIZE, SIZE), "png")  # type: ignore[arg-type]
 
@@ -176,7 +178,8 @@ def stage1_run(feature_shards: Path, tmp_path_factory: pytest.TempPathFactory) -
     from pipelines.training.lmk2video import train
 
     out = tmp_path_factory.mktemp("stage1") / "run"
-    assert train(_config(feature_shards, out, 1, steps=2)).name == "step-00000002.pt"
+    result = train(_config(feature_shards, out, 1, steps=2))
+    assert result.checkpoint.name == "step-00000002.pt" and [step for step, _ in result.losses] == [1, 2]
     return out
 
 
@@ -187,7 +190,7 @@ def test_stage1_overfits_a_batch_and_trains_the_stage1_modules(feature_shards: P
     before = {name: _state(getattr(m, name)) for name in ("vae", "image_encoder", "reference_unet",
                                                           "denoising_unet", "pose_guider")}
     first = _eval_loss(trainer, batch)
-    losses = [trainer.step(batch) for _ in range(5)]
+    losses = [trainer.train_step(batch, step) for step in range(5)]
     last = _eval_loss(trainer, batch)
     assert all(np.isfinite(losses)) and last < 0.85 * first, (first, last, losses)
 
@@ -208,7 +211,7 @@ def test_stage1_loss_is_the_min_snr_weighted_velocity_mse(feature_shards: Path, 
 
     trainer, batch = _trainer_and_batch(_config(feature_shards, tmp_path, 1, uncond_ratio=0.5))
     m, scheduler, c = trainer.models, trainer.scheduler, trainer.config
-    gamma, offset, scaling = 5.0, 0.05, trainer.model_config.vae_scaling
+    gamma, offset, scaling = 5.0, 0.05, trainer.lmk2video_config.vae_scaling
     assert (c.snr_gamma, c.noise_offset, scheduler.config.prediction_type) == (gamma, offset, "v_prediction")
 
     # min-SNR weights on the real train scheduler; zero terminal SNR: t=999 has snr 0, weight 1
@@ -252,7 +255,7 @@ def test_stage1_run_writes_official_files_and_resumes_exactly(feature_shards: Pa
                                                               tmp_path: Path) -> None:
     from models.lmk2video import Lmk2VideoConfig, build_models
     from models.official_weights import load_lmk2video_weights
-    from pipelines.training.checkpoint import latest_checkpoint, list_checkpoints
+    from pipelines.training.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, save_checkpoint
     from pipelines.training.lmk2video import train
 
     assert [p.name for p in list_checkpoints(stage1_run)] == ["step-00000001.pt", "step-00000002.pt"]
@@ -265,21 +268,43 @@ def test_stage1_run_writes_official_files_and_resumes_exactly(feature_shards: Pa
     files = {k: stage1_run / f"{k}.pth" for k in ("pose_guider", "reference_unet", "denoising_unet")}
     load_lmk2video_weights(build_models(config), files)  # strict loads of the official layout
 
+    state = read_checkpoint(latest_checkpoint(stage1_run))
+    assert state.kind == "lmk2video-stage1" and state.step == 2 and state.extra == {"scaler": None}
+    assert list(state.models) == ["pose_guider", "reference_unet", "denoising_unet"] and len(state.rng) == 1
+    assert state.config["model"] == Lmk2VideoConfig.tiny().to_dict() and state.config["train"]["stage"] == 1
+    # trained with pose images in [-1, 1]: recorded, and what inference then uses by default
+    from pipelines.inference.conventions import recorded_pose_feed
+
+    assert state.config["inference"] == {"pose_feed": "unit"} and recorded_pose_feed(stage1_run) == "unit"
+
     # 2 steps + resume to 3 == 3 steps straight (same draws, same stream position)
     resumed = tmp_path / "resumed"
     shutil.copytree(stage1_run, resumed)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(_config(feature_shards, resumed, 1, steps=3))
     train(_config(feature_shards, resumed, 1, steps=3, resume=True))
+    # the same from the step-2 checkpoint as the trainer wrote it before format versions (no rng states)
+    from_v1 = tmp_path / "version1"
+    shutil.copytree(stage1_run, from_v1)
+    for path in list_checkpoints(from_v1):
+        path.unlink()
+    save_checkpoint(from_v1 / "checkpoints" / "step-00000002.pt", {
+        "kind": "lmk2video", "stage": 1, "train_config": state.config["train"], "model_config": state.config["model"],
+        "positions": state.stream, "step": state.step, "modules": state.models, "optimizer": state.optimizer,
+        "scaler": None})
+    train(_config(feature_shards, from_v1, 1, steps=3, resume=True))
+    with pytest.raises(ValueError, match="is a lmk2video-stage1 checkpoint, not lmk2video-stage2"):
+        train(_config(feature_shards, from_v1, 2, steps=4, resume=True, init=str(stage1_run)))
     straight = tmp_path / "straight"
     train(_config(feature_shards, straight, 1, steps=3, checkpoint_every=3))
     assert latest_checkpoint(resumed).name == latest_checkpoint(straight).name == "step-00000003.pt"
     assert len(list_checkpoints(resumed)) == 2  # keep_checkpoints
     for name in files:
-        a = torch.load(resumed / f"{name}.pth", weights_only=True)
         b = torch.load(straight / f"{name}.pth", weights_only=True)
-        assert a.keys() == b.keys()
-        assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), name
+        for run in (resumed, from_v1):
+            a = torch.load(run / f"{name}.pth", weights_only=True)
+            assert a.keys() == b.keys()
+            assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a), (run.name, name)
     c = torch.load(stage1_run / "denoising_unet.pth", weights_only=True)
     assert any(not torch.equal(c[k], b[k]) for k in c)  # the third step did change the weights
 
@@ -293,7 +318,7 @@ def test_stage2_trains_only_the_motion_modules(feature_shards: Path, stage1_run:
     frozen = {name: _state(getattr(m, name)) for name in ("reference_unet", "pose_guider")}
     unet_before = _state(m.denoising_unet)
     first = _eval_loss(trainer, batch)
-    losses = [trainer.step(batch) for _ in range(4)]
+    losses = [trainer.train_step(batch, step) for step in range(4)]
     last = _eval_loss(trainer, batch)
     assert all(np.isfinite(losses)) and last < first, (first, last, losses)
     for name, state in frozen.items():  # BatchNorm buffers included: batch statistics leave them alone
@@ -314,7 +339,7 @@ def test_gradient_checkpointing_and_bf16_keep_the_step(feature_shards: Path, sta
     def one_step(**overrides):
         trainer, batch = _trainer_and_batch(_config(feature_shards, tmp_path, 2, init=str(stage1_run),
                                                     window_frames=4, **overrides))
-        loss = trainer.step(batch)
+        loss = trainer.train_step(batch, 0)
         return loss, motion_state(trainer.models.denoising_unet)
 
     plain_loss, plain = one_step()

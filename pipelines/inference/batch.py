@@ -17,6 +17,11 @@ reserved), each loading the models once.
 A job that fails (unreadable image, no face, bad audio) becomes a report row with its
 step and reason; the others go on. A job whose video and done marker exist (same
 inputs and settings) is skipped on a rerun.
+
+The conventions of the weights (:mod:`pipelines.inference.conventions`) apply unless
+overridden: the pose feed (``--pose-feed``) and the head-pose post-processing
+(``--pose-scale``, ``--pose-smooth``). Each audio job's Audio2Pose identity is its
+``pose_id`` column, else ``--pose-id``, else drawn from its seed (reported as ``pose_id``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from aniportrait.media.probe import probe
 from aniportrait.retarget import FPS, PortraitFace
 from aniportrait.storage import write_local_atomic
 from pipelines.inference.audio2lmk import portrait_face, pose_images
+from pipelines.inference.conventions import check_pose_feed
 from pipelines.inference.jobs import KIND_AUDIO, Job
 from pipelines.inference.outputs import marker_path, output_path, read_marker, write_video
 from pipelines.inference.reenact import reenact, reference_pose
@@ -69,10 +75,25 @@ class InferSettings:
     tiny_random: bool = False
     face_model: str | None = None
     crf: int = 18
+    #: None: the conventions recorded with the weights (:mod:`pipelines.inference.conventions`)
+    pose_feed: str | None = None
+    pose_scale: float | None = None
+    pose_smooth: int | None = None
+    #: None: each job's ``pose_id`` column, else drawn from the job's seed
+    pose_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.size < 8 or self.size % 8:
             raise InferSetupError(f"--size must be a multiple of 8, got {self.size}")
+        if self.pose_feed is not None:
+            try:
+                check_pose_feed(self.pose_feed)
+            except ValueError as exc:
+                raise InferSetupError(f"--pose-feed: {exc}") from None
+        if self.pose_smooth is not None and self.pose_smooth < 1:
+            raise InferSetupError(f"--pose-smooth must be at least 1 frame, got {self.pose_smooth}")
+        if self.pose_id is not None and self.pose_id < 0:
+            raise InferSetupError(f"--pose-id must be >= 0, got {self.pose_id}")
         if self.steps < 1:
             raise InferSetupError(f"--steps must be at least 1, got {self.steps}")
         if not 0 <= self.context_overlap < self.context_frames:
@@ -214,9 +235,13 @@ class AnimateJob:
         audio2lmk, lmk2video = self.models
         timings = {"load_s": time.perf_counter() - started}  # 0 but on an actor's first job
         started = time.perf_counter()
-        lmks2d = prepared.lmks2d
+        seed = self.settings.seed if job.seed is None else job.seed
+        lmks2d, pose_id = prepared.lmks2d, None
         if lmks2d is None:
-            lmks2d = audio2lmk.motion(prepared.wave, prepared.face, fps=FPS, pose=prepared.pose).lmks2d
+            if prepared.pose is None:  # Audio2Pose makes the head motion: its identity
+                pose_id = self.pose_id(job, seed, audio2lmk)
+            lmks2d = audio2lmk.motion(prepared.wave, prepared.face, fps=FPS, pose=prepared.pose,
+                                      pose_id=pose_id or 0).lmks2d
         size = self.settings.size
         poses = pose_images(lmks2d, size, size)
         timings["motion_s"] = time.perf_counter() - started
@@ -224,7 +249,7 @@ class AnimateJob:
         video = lmk2video.generate(
             prepared.image, poses, steps=job.steps or self.settings.steps, guidance=self.settings.guidance,
             context_frames=self.settings.context_frames, context_overlap=self.settings.context_overlap,
-            seed=self.settings.seed if job.seed is None else job.seed, progress=False)
+            seed=seed, progress=False)
         timings["video_s"] = time.perf_counter() - started
         if len(video) != prepared.frames:
             raise RuntimeError(f"Lmk2Video returned {len(video)} frames for {prepared.frames} pose images")
@@ -233,7 +258,14 @@ class AnimateJob:
         write_video(video, FPS, output, audio=prepared.audio, audio_seconds=prepared.audio_seconds,
                     crf=self.settings.crf)
         timings["encode_s"] = time.perf_counter() - started
-        return {"frames": int(len(video)), "output": output, **timings}
+        return {"frames": int(len(video)), "output": output, "pose_id": pose_id, **timings}
+
+    def pose_id(self, job: Job, seed: int, audio2lmk: Any) -> int:
+        """The job's Audio2Pose identity: its ``pose_id`` column, else ``--pose-id``, else drawn from ``seed``."""
+        for given in (job.pose_id, self.settings.pose_id):
+            if given is not None:
+                return given
+        return audio2lmk.drawn_pose_id(seed)
 
 
 def load_models(settings: InferSettings, device: str) -> tuple[Any, Any]:
@@ -241,13 +273,15 @@ def load_models(settings: InferSettings, device: str) -> tuple[Any, Any]:
     from pipelines.inference.audio2lmk import Audio2Lmk
     from pipelines.inference.lmk2video import Lmk2Video
 
+    post = {"pose_scale": settings.pose_scale, "pose_smooth": settings.pose_smooth}
     if settings.tiny_random:
-        audio2lmk = Audio2Lmk.random_tiny(seed=0, wav2vec2_dir=settings.wav2vec2)
-        return audio2lmk, Lmk2Video.random_tiny(seed=0, device=device)
+        audio2lmk = Audio2Lmk.random_tiny(seed=0, wav2vec2_dir=settings.wav2vec2, **post)
+        feed = {"pose_feed": settings.pose_feed} if settings.pose_feed else {}
+        return audio2lmk, Lmk2Video.random_tiny(seed=0, device=device, **feed)
     audio2lmk = Audio2Lmk.from_checkpoints(settings.mesh_ckpt, settings.pose_ckpt,  # type: ignore[arg-type]
-                                           wav2vec2=settings.wav2vec2, device=device)
+                                           wav2vec2=settings.wav2vec2, device=device, **post)
     lmk2video = Lmk2Video.from_pretrained(settings.lmk2video_weights, device=device,  # type: ignore[arg-type]
-                                          **_half_on_gpu(device))
+                                          pose_feed=settings.pose_feed, **_half_on_gpu(device))
     return audio2lmk, lmk2video
 
 

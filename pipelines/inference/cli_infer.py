@@ -21,7 +21,7 @@ console = Console(stderr=True)
 
 
 def infer(
-    jobs: Annotated[Path, typer.Option(help="Job table (.parquet or .csv): portrait and audio (or source_video) per row; optional job_id, pose_video, seed, steps. Relative paths are relative to the table.")],
+    jobs: Annotated[Path, typer.Option(help="Job table (.parquet or .csv): portrait and audio (or source_video) per row; optional job_id, pose_video, seed, steps, pose_id. Relative paths are relative to the table.")],
     out: Annotated[Path, typer.Option(help="Output folder: <job>.mp4, <job>.done.json and jobs_report.parquet (on a cluster, a folder every node mounts).")],
     gpus: Annotated[Optional[int], typer.Option(help="GPU actors for Lmk2Video (default: every GPU of the Ray cluster; 0 runs on CPU).", min=0)] = None,
     workers: Annotated[Optional[int], typer.Option(help="CPU actors: the prepare step, and without GPUs every step (default: all CPUs of the cluster).", min=1)] = None,
@@ -35,6 +35,10 @@ def infer(
     wav2vec2: Annotated[Optional[str], typer.Option(help="wav2vec2 folder for checkpoints that do not hold their own encoder.")] = None,
     lmk2video_weights: Annotated[Optional[Path], typer.Option(help="Lmk2Video weights folder (denoising_unet.pth, reference_unet.pth, pose_guider.pth, motion_module.pth and the base models).")] = None,
     face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
+    pose_feed: Annotated[Optional[str], typer.Option(help="How pose images reach the PoseGuider: official (2v-1 of the uint8 pixels, as the official audio2vid.py) or unit ([-1,1], as training). Default: the weights' own, official for the official files, unit for weights trained here.")] = None,
+    pose_scale: Annotated[Optional[float], typer.Option(help="Scale of Audio2Pose's head rotations. Default: the pose checkpoint's, 0.5 for the official audio2pose.pt (its script's halving), 1.0 for checkpoints trained here.")] = None,
+    pose_smooth: Annotated[Optional[int], typer.Option(help="Smoothing window (frames) of Audio2Pose's head poses. Default: the pose checkpoint's (official 7).", min=1)] = None,
+    pose_id: Annotated[Optional[int], typer.Option(help="Audio2Pose identity (head-motion style) of every audio job; a job's pose_id column overrides it. Default: drawn from each job's seed.", min=0)] = None,
     tiny_random: Annotated[bool, typer.Option("--tiny-random", help="Use tiny untrained models (tests and demos: the videos are noise).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
@@ -53,7 +57,8 @@ def infer(
         settings = InferSettings(
             size=size, steps=steps, guidance=guidance, seed=seed, tiny_random=tiny_random,
             mesh_ckpt=_text(mesh_ckpt), pose_ckpt=_text(pose_ckpt), wav2vec2=wav2vec2,
-            lmk2video_weights=_text(lmk2video_weights), face_model=_text(face_model))
+            lmk2video_weights=_text(lmk2video_weights), face_model=_text(face_model), pose_feed=pose_feed,
+            pose_scale=pose_scale, pose_smooth=pose_smooth, pose_id=pose_id)
         if face_model is not None and not face_model.is_file():
             raise InferSetupError(f"--face-model {face_model} not found")
         if tiny_random:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -35,6 +35,8 @@ def predict_landmarks(
     fps: Annotated[float, typer.Option(help="Frames per second of the landmarks and the pose video.", min=1)] = 30.0,
     size: Annotated[int, typer.Option(help="Width and height of the pose video in pixels.", min=16)] = 512,
     pose_id: Annotated[int, typer.Option(help="Audio2Pose identity (head-motion style), 0..99.", min=0)] = 0,
+    pose_scale: Annotated[Optional[float], typer.Option(help="Scale of Audio2Pose's head rotations. Default: the pose checkpoint's, 0.5 for the official audio2pose.pt (its script's halving), 1.0 for checkpoints trained here.")] = None,
+    pose_smooth: Annotated[Optional[int], typer.Option(help="Smoothing window (frames) of Audio2Pose's head poses. Default: the pose checkpoint's (official 7).", min=1)] = None,
     face_model: Annotated[Optional[Path], typer.Option(help="MediaPipe face_landmarker .task file (default: the one shipped).")] = None,
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     tiny_random: Annotated[bool, typer.Option("--tiny-random", help="Use tiny untrained models (tests and demos: the landmarks are noise).")] = False,
@@ -46,7 +48,7 @@ def predict_landmarks(
         console.print(f"[bold red]{TINY_WARNING}[/]")
     try:
         written = _predict(audio, portrait, out, mesh_ckpt, pose_ckpt, wav2vec2, pose_video, fps, size, pose_id,
-                           face_model, device, tiny_random)
+                           face_model, device, tiny_random, {"pose_scale": pose_scale, "pose_smooth": pose_smooth})
     except (OSError, ValueError, RuntimeError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_USAGE) from exc
@@ -58,11 +60,13 @@ def predict_landmarks(
 
 def _predict(audio: Path, portrait: Path, out: Path, mesh_ckpt: Path | None, pose_ckpt: Path | None,
              wav2vec2: str | None, pose_video: Path | None, fps: float, size: int, pose_id: int,
-             face_model: Path | None, device: str, tiny_random: bool) -> int:
-    """Run Audio2Lmk and write the outputs; returns the number of frames."""
+             face_model: Path | None, device: str, tiny_random: bool, post: dict[str, Any]) -> int:
+    """Run Audio2Lmk and write the outputs; returns the number of frames. ``post`` overrides the
+    pose checkpoint's head-pose post-processing (``pose_scale``, ``pose_smooth``; None keeps it)."""
     import numpy as np
 
     from aniportrait.audio import frame_count, load_audio
+    from aniportrait.format import POSE_VIDEO
     from aniportrait.media.encode import encode_rgb_lossless
     from aniportrait.media.probe import missing_ffmpeg
     from aniportrait.storage import local_atomic_path, write_local_atomic
@@ -87,13 +91,13 @@ def _predict(audio: Path, portrait: Path, out: Path, mesh_ckpt: Path | None, pos
     if pose_video is not None:
         pose = _video_pose(pose_video, frame_count(len(wave), fps), fps, model_file)
     if tiny_random:
-        models = Audio2Lmk.random_tiny(seed=0, wav2vec2_dir=wav2vec2)
+        models = Audio2Lmk.random_tiny(seed=0, wav2vec2_dir=wav2vec2, **post)
     else:
-        models = Audio2Lmk.from_checkpoints(str(mesh_ckpt), str(pose_ckpt), wav2vec2=wav2vec2, device=device)
+        models = Audio2Lmk.from_checkpoints(str(mesh_ckpt), str(pose_ckpt), wav2vec2=wav2vec2, device=device, **post)
     motion = models.motion(wave, face, fps=fps, pose=pose, pose_id=pose_id)
 
     out.mkdir(parents=True, exist_ok=True)
-    with local_atomic_path(out / "pose.mp4") as tmp:
+    with local_atomic_path(out / POSE_VIDEO.name) as tmp:  # the shards' pose video, under its member name
         written = encode_rgb_lossless(iter_pose_images(motion.lmks2d, size, size), size, size, fps, tmp)
     for name, array in (("lmks2d", motion.lmks2d), ("pose6d", motion.pose6d), ("mesh", motion.mesh)):
         buffer = io.BytesIO()

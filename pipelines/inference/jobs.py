@@ -7,7 +7,9 @@ A table is a Parquet or CSV file with the columns
 - ``job_id`` (optional): names the outputs; derived from the inputs when absent or empty;
 - ``pose_video`` (optional, audio jobs only): a head-pose reference video whose motion
   replaces the generated head pose;
-- ``seed``, ``steps`` (optional): per-job overrides of ``--seed`` and ``--steps``.
+- ``seed``, ``steps`` (optional): per-job overrides of ``--seed`` and ``--steps``;
+- ``pose_id`` (optional, audio jobs without ``pose_video``): the Audio2Pose identity (head-motion
+  style), overriding ``--pose-id``; without either it is drawn from the job's seed.
 
 Relative paths are relative to the table's folder. Output names are job ids reduced to
 ``[A-Za-z0-9_-]`` (:func:`aniportrait.ids.safe_id`), so no job id can write outside
@@ -30,7 +32,7 @@ from aniportrait.ids import safe_id
 
 KIND_AUDIO = "audio"
 KIND_REENACT = "reenact"
-COLUMNS = ("job_id", "portrait", "audio", "source_video", "pose_video", "seed", "steps")
+COLUMNS = ("job_id", "portrait", "audio", "source_video", "pose_video", "seed", "steps", "pose_id")
 PATH_COLUMNS = ("portrait", "audio", "source_video", "pose_video")
 
 
@@ -50,6 +52,7 @@ class Job:
     pose_video: str | None = None
     seed: int | None = None
     steps: int | None = None
+    pose_id: int | None = None
 
     @property
     def kind(self) -> str:
@@ -150,14 +153,18 @@ def _job(row: dict[str, Any], base: Path) -> Job:
         raise ValueError("pose_video only applies to audio jobs (a reenactment takes the source video's pose)")
     resolved = {column: str((base / Path(text).expanduser()).resolve()) if text else None
                 for column, text in paths.items()}
-    seed, steps = _count(row, "seed", 0), _count(row, "steps", 1)
-    job_id = _cell(row.get("job_id")) or _derived_id(resolved, seed, steps)
-    return Job(job_id=job_id, name=safe_id(job_id), seed=seed, steps=steps, **resolved)
+    seed, steps, pose_id = _count(row, "seed", 0), _count(row, "steps", 1), _count(row, "pose_id", 0)
+    if pose_id is not None and (paths["source_video"] or paths["pose_video"]):
+        raise ValueError("pose_id picks Audio2Pose's head motion: not for a reenactment or a job with a pose_video")
+    job_id = _cell(row.get("job_id")) or _derived_id(resolved, seed, steps, pose_id)
+    return Job(job_id=job_id, name=safe_id(job_id), seed=seed, steps=steps, pose_id=pose_id, **resolved)
 
 
-def _derived_id(paths: dict[str, str | None], seed: int | None, steps: int | None) -> str:
-    """``<portrait stem>-<audio or video stem>-<hash of the row>``: stable, unique per distinct row."""
+def _derived_id(paths: dict[str, str | None], seed: int | None, steps: int | None, pose_id: int | None) -> str:
+    """``<portrait stem>-<audio or video stem>-<hash of the row>``: stable, unique per distinct row
+    (a row without ``pose_id`` keeps the id it had before that column existed)."""
     driver = paths["audio"] or paths["source_video"]
-    digest = hashlib.sha1(json.dumps([paths, seed, steps], sort_keys=True).encode()).hexdigest()[:8]
+    facts = [paths, seed, steps] + ([pose_id] if pose_id is not None else [])
+    digest = hashlib.sha1(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:8]
     stems = f"{Path(paths['portrait'] or '').stem}-{Path(driver or '').stem}"
     return safe_id(f"{stems[:80]}-{digest}")

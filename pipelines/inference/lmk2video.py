@@ -12,12 +12,14 @@ As the official ``Pose2VideoPipeline`` (``pipeline_pose2vid_long.py``):
    frames), predictions averaged over the windows that hold a frame; any T >= 1;
 4. VAE decode -> uint8 RGB frames.
 
-Pose images are fed to the PoseGuider in [-1,1], as in training. The official inference
-instead passes uint8 arrays through ``VaeImageProcessor`` (no /255), i.e. ``2v-1`` in [-1,509].
-Its PoseGuider stays in train mode (BatchNorm on the batch statistics of each window, kept here
-via :func:`models.pose_guider.batch_statistics`), so the first BatchNorm removes most of that
-scale; what remains is the zero padding, which is not scaled with the input and shifts the batch
-statistics: on a random tiny PoseGuider at 512 px the maps differ by ~10-15% of their range.
+Pose feed (:func:`pose_input`, :mod:`pipelines.inference.conventions`): the official
+``audio2vid.py`` passes uint8 arrays through ``VaeImageProcessor`` (no /255), i.e. ``2v-1`` in
+[-1,509], while training (official and ours) uses [-1,1]. The PoseGuider stays in train mode
+(BatchNorm on the batch statistics of each window, kept here via
+:func:`models.pose_guider.batch_statistics`), so the first BatchNorm removes most of that
+scale, but not all (the zero padding is not scaled with the input): the outputs differ. The
+feed belongs to the weights: ``official`` for the official files, ``unit`` for weights our
+trainer wrote (recorded next to them); an explicit feed overrides.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from models.lmk2video import (Lmk2VideoConfig, Lmk2VideoModels, add_motion_modul
 from models.official_weights import (OFFICIAL_FILES, load_image_encoder, load_lmk2video_weights, load_vae)
 from models.pose_guider import batch_statistics
 from models.unets import denoise
+from pipelines.inference.conventions import TRAINED_POSE_FEED, check_pose_feed, recorded_pose_feed
 
 #: Folder names of the VAE and the image encoder inside an official ``pretrained_model/`` folder.
 VAE_FOLDER, IMAGE_ENCODER_FOLDER = "sd-vae-ft-mse", "image_encoder"
@@ -45,6 +48,21 @@ def context_windows(num_frames: int, size: int = 16, overlap: int = 4) -> list[l
     if not 0 <= overlap < size:
         raise ValueError(f"context overlap must be in [0, {size}), got {overlap}")
     return [[(start + k) % num_frames for k in range(size)] for start in range(0, num_frames, size - overlap)]
+
+
+def pose_input(images: torch.Tensor, feed: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The PoseGuider's input (N,3,H,W) of uint8 pose images (N,3,H,W), contiguous, in ``dtype``.
+
+    ``unit``: ``v/127.5 - 1`` in [-1, 1] (training, official and ours); ``official``: ``2v - 1``
+    in [-1, 509] (the official ``audio2vid.py``). Contiguous as the official tensors are: PyTorch's
+    CPU BatchNorm on a channels-last float32 input is far less accurate (on the tiny golden
+    pipeline, 10/255 off the official frames instead of 0.02/255).
+    """
+    check_pose_feed(feed)
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"pose images must be uint8 (N,3,H,W), got {images.dtype} {tuple(images.shape)}")
+    values = images.contiguous().to(dtype)
+    return values / 127.5 - 1.0 if feed == "unit" else values * 2.0 - 1.0
 
 
 def clip_pixels(images: np.ndarray, size: int) -> torch.Tensor:
@@ -65,8 +83,8 @@ class Lmk2Video:
     """Generator around a :class:`~models.lmk2video.Lmk2VideoModels` set (eval mode, no grad)."""
 
     def __init__(self, models: Lmk2VideoModels, config: Lmk2VideoConfig, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
-        self.models, self.config = models, config
+                 dtype: torch.dtype = torch.float32, pose_feed: str = TRAINED_POSE_FEED):
+        self.models, self.config, self.pose_feed = models, config, check_pose_feed(pose_feed)
         self.device, self.dtype = torch.device(device), dtype
         for name in ("vae", "image_encoder", "reference_unet", "denoising_unet", "pose_guider"):
             module = getattr(models, name).to(self.device).eval().requires_grad_(False)
@@ -76,13 +94,15 @@ class Lmk2Video:
 
     @classmethod
     def from_pretrained(cls, weights: dict[str, str | Path] | str | Path, config: Lmk2VideoConfig | None = None,
-                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Lmk2Video:
+                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                        pose_feed: str | None = None) -> Lmk2Video:
         """Load official-format weights.
 
         ``weights``: a dict with ``vae`` and ``image_encoder`` (folders or hub ids) and the files
         ``pose_guider``, ``reference_unet``, ``denoising_unet`` and optionally ``motion_module``
         (see :data:`models.official_weights.OFFICIAL_FILES`); or an official ``pretrained_model/``
-        folder holding those files plus ``sd-vae-ft-mse/`` and ``image_encoder/``.
+        folder holding those files plus ``sd-vae-ft-mse/`` and ``image_encoder/``. ``pose_feed``
+        None takes the one recorded next to the PoseGuider file (:func:`recorded_pose_feed`).
         """
         config = config or Lmk2VideoConfig.official()
         if not isinstance(weights, dict):
@@ -101,10 +121,13 @@ class Lmk2Video:
             if "motion_module" in weights:
                 add_motion_modules(models.denoising_unet, config)
         load_lmk2video_weights(models, weights, assign=True)
-        return cls(models, config, device, dtype)
+        if pose_feed is None:
+            pose_feed = recorded_pose_feed(Path(weights["pose_guider"]).parent)
+        return cls(models, config, device, dtype, pose_feed)
 
     @classmethod
-    def random_tiny(cls, seed: int = 0, device: str | torch.device = "cpu", motion: bool = True) -> Lmk2Video:
+    def random_tiny(cls, seed: int = 0, device: str | torch.device = "cpu", motion: bool = True,
+                    pose_feed: str = TRAINED_POSE_FEED) -> Lmk2Video:
         """Tiny random models (64x64 frames) for tests; zero-initialised layers are randomised too."""
         torch.manual_seed(seed)
         config = Lmk2VideoConfig.tiny()
@@ -114,16 +137,17 @@ class Lmk2Video:
             zero_init += [m.temporal_transformer.proj_out for m in add_motion_modules(models.denoising_unet, config)]
         for layer in zero_init:
             torch.nn.init.normal_(layer.weight, std=0.05)
-        return cls(models, config, device)
+        return cls(models, config, device, pose_feed=pose_feed)
 
     @torch.no_grad()
     def generate(self, reference: np.ndarray, pose_images: np.ndarray, *, steps: int = 25, guidance: float = 3.5,
                  context_frames: int = 16, context_overlap: int = 4, seed: int = 0,
-                 progress: bool = True) -> np.ndarray:
+                 progress: bool = True, pose_feed: str | None = None) -> np.ndarray:
         """reference (H',W',3) uint8 RGB, pose_images (T,H,W,3) uint8 -> frames (T,H,W,3) uint8 (H,W multiples of 8).
 
         ``guidance <= 1`` turns classifier-free guidance off. The PoseGuider's batch statistics
         need more than one value per channel: below 128 px, T=1 needs guidance on (doubled batch).
+        ``pose_feed`` (``official`` or ``unit``) overrides the generator's own for this call.
         """
         pose_images, reference = np.asarray(pose_images), np.asarray(reference)
         if pose_images.ndim != 4 or pose_images.shape[0] < 1 or pose_images.shape[-1] != 3:
@@ -140,7 +164,8 @@ class Lmk2Video:
         context = torch.cat([torch.zeros_like(clip), clip]) if use_cfg else clip
         m.reference_attention.write(reference_latents, clip)
         m.reference_attention.set_mask(torch.tensor([False, True]) if use_cfg else None)
-        pose = torch.from_numpy(pose_images).permute(0, 3, 1, 2).to(self.device, self.dtype) / 127.5 - 1.0
+        pose = pose_input(torch.from_numpy(pose_images).to(self.device).permute(0, 3, 1, 2),
+                          pose_feed or self.pose_feed, self.dtype)
         channels, latent_h, latent_w = reference_latents.shape[1:]
         shape = (1, channels, frames, latent_h, latent_w)
         generator = torch.Generator("cpu").manual_seed(seed)

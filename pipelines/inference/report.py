@@ -28,6 +28,7 @@ def report_row(job: Job, result: dict[str, Any]) -> dict[str, Any]:
         "video_s": float(result.get("video_s", 0.0)),
         "encode_s": float(result.get("encode_s", 0.0)),
         "load_s": float(result.get("load_s", 0.0)),
+        "pose_id": result.get("pose_id") if ok else None,  # Audio2Pose's identity; None without Audio2Pose
         "output": result.get("output", "") if ok else "",
     }
 

@@ -16,7 +16,8 @@ from pipelines.training.cli_options import (Address, Gpu, LoaderWorkers, Resume,
 
 console = Console(stderr=True)
 
-Out = Annotated[Path, typer.Option(help="Run folder: checkpoints/, the official-format .pth files, train.csv.")]
+Out = Annotated[Path, typer.Option(help="Run folder: checkpoints/, the official-format .pth files, train.csv, "
+                                           "tb/, config.json.")]
 BatchSize = Annotated[int, typer.Option(help="Samples per step and worker.", min=1)]
 Size = Annotated[int, typer.Option(help="Training frame size (square, a multiple of 64).", min=64)]
 Lr = Annotated[float, typer.Option(help="AdamW learning rate (constant).")]
@@ -48,11 +49,13 @@ def _run(**values) -> None:
     address = values.pop("address")
     try:
         config = Lmk2VideoTrainConfig(**values)
-        checkpoint = train(config, ray_address=address)
+        result = train(config, ray_address=address)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"[green]lmk2video stage {values['stage']}[/]: checkpoint {checkpoint}; weights in {values['out']}")
+    last = f"{result.losses[-1][1]:.4g}" if result.losses else "-"
+    console.print(f"[green]lmk2video stage {values['stage']}[/]: step {result.step}, loss {last}; checkpoint "
+                  f"{result.checkpoint}; weights in {values['out']}")
 
 
 def stage1(shards: Shards, out: Out, vae: Vae = None, image_encoder: ImageEncoder = None, base_unet: BaseUnet = None,

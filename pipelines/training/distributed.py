@@ -1,9 +1,10 @@
 """Run a training loop in this process, or on N data-parallel workers with Ray Train.
 
-A loop is a function of one config dict. It asks :func:`rank_and_world` who it is
-(from ``torch.distributed``, which Ray Train's ``TorchTrainer`` sets up: gloo on CPU,
-NCCL on GPU), reads its share of the shards with ``ShardStream(rank=, world_size=)``,
-wraps its model with :func:`wrap_ddp` and lets rank 0 write checkpoints and logs.
+A loop is a function of one config dict (the trainers' ``train_loop``, which hands it to
+:func:`pipelines.training.loop.run_loop`). It asks :func:`rank_and_world` who it is (from
+``torch.distributed``, which Ray Train's ``TorchTrainer`` sets up: gloo on CPU, NCCL on
+GPU), reads its share of the shards with ``ShardStream(rank=, world_size=)``, wraps its
+model with :func:`wrap_ddp` and lets rank 0 write checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -53,11 +54,6 @@ def wrap_ddp(model, device, *, find_unused_parameters: bool = False):
         return model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    find_unused_parameters=find_unused_parameters)
-
-
-def unwrap(model):
-    """The module inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
-    return getattr(model, "module", model)
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -24,21 +24,23 @@ Every random draw of step ``s`` on rank ``r`` (noise, timesteps, drops, VAE samp
 a generator seeded with ``(seed, r, s)`` and the data stream resumes at its exact position, so
 a resumed run continues as the uninterrupted one would.
 
-Output folder: ``checkpoints/step-*.pt`` (trainer state, see :mod:`pipelines.training.checkpoint`),
-the model files in the official layout (stage 1: ``pose_guider.pth``, ``reference_unet.pth``,
-``denoising_unet.pth``; stage 2: ``motion_module.pth``), ``lmk2video_config.json`` (model sizes)
-and ``train.csv`` (step, epoch, mean loss over the ranks, lr, samples/s).
+:class:`Lmk2VideoTrainer` is the trainer's part of :mod:`pipelines.training.loop`, which runs
+the steps, resume, logs and checkpoints. Output folder: ``checkpoints/step-*.pt`` (layout:
+:mod:`pipelines.training.checkpoint`, kind ``lmk2video-stage1``/``-stage2``), the model files
+in the official layout (stage 1: ``pose_guider.pth``, ``reference_unet.pth``,
+``denoising_unet.pth``; stage 2: ``motion_module.pth``), ``lmk2video_config.json`` (model
+sizes), ``inference.json`` (the conventions the weights were trained with: ``{"pose_feed":
+"unit"}``, pose images fed to the PoseGuider in [-1, 1], which inference then uses by default),
+``config.json``, ``train.csv`` (step, epoch, mean loss over the ranks, lr, samples/s) and
+TensorBoard events under ``tb/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import math
-import time
-from dataclasses import asdict, dataclass
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,29 +50,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from aniportrait.storage import write_local_atomic
-from models.lmk2video import Lmk2VideoConfig, Lmk2VideoModels, add_motion_modules, build_models, train_scheduler
-from models.official_weights import (OFFICIAL_FILES, load_image_encoder, load_lmk2video_weights,
-                                     load_motion_state, load_motion_weights, load_sd15_unets, load_strict,
-                                     load_vae)
-from models.pose_guider import batch_statistics
-from models.unets import denoise
-from pipelines.inference.lmk2video import clip_pixels
-from pipelines.training.logs import CsvLog
-from pipelines.training.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                           local_or_hub, prune_checkpoints, save_checkpoint)
-from pipelines.training.distributed import (gather_objects, mean_across_ranks, rank_and_world, run_training,
-                                            select_device, wrap_ddp)
+from models.lmk2video import (Lmk2VideoConfig, Lmk2VideoModels, Lmk2VideoNet, add_motion_modules, build_models,
+                              train_scheduler)
+from models.official_weights import (OFFICIAL_FILES, load_image_encoder, load_into, load_lmk2video_weights,
+                                     load_motion_state, load_motion_weights, load_sd15_unets, load_vae)
+from pipelines.inference.conventions import CONVENTIONS_FILE, TRAINED_POSE_FEED, TRAINER_CONFIG_FILE
+from pipelines.inference.lmk2video import clip_pixels, pose_input
+from pipelines.training.checkpoint import local_or_hub, save_checkpoint
+from pipelines.training.distributed import wrap_ddp
 from pipelines.training.frames import members_for
 from pipelines.training.lmk2video_samples import SampleSettings, Stage1Decoder, Stage2Decoder
+from pipelines.training.loop import TrainResult, TrainTask, Worker, launch, run_loop
 from pipelines.training.stream import ShardStream, StreamPosition, batches, expand_shards
-
-log = logging.getLogger(__name__)
 
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODEL_SIZES = ("official", "tiny")
-CONFIG_NAME = "lmk2video_config.json"
-TRAIN_LOG = "train.csv"
-TRAIN_FIELDS = ("step", "epoch", "loss", "lr", "samples_per_s", "seconds")
 #: ReferenceNet parameters the official stage 1 keeps frozen (their output is never read).
 FROZEN_REFERENCE_PREFIX = "up_blocks.3."
 
@@ -170,38 +164,6 @@ def step_generator(seed: int, rank: int, step: int, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(state)
 
 
-class Lmk2VideoNet(nn.Module):
-    """The trained modules as one ``nn.Module`` (one DDP wrapper): PoseGuider -> ReferenceNet
-    (reference attention) -> denoising UNet."""
-
-    def __init__(self, models: Lmk2VideoModels, stage: int):
-        super().__init__()
-        self.reference_unet = models.reference_unet
-        self.denoising_unet = models.denoising_unet
-        self.pose_guider = models.pose_guider
-        self.reference_attention = models.reference_attention
-        self.stage = stage
-
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, reference_latents: torch.Tensor,
-                context: torch.Tensor, pose: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """noisy (B,4,F,h,w), timesteps (B,), reference_latents (B,4,h,w), context (B,1,D) (zero
-        where dropped), pose (B*F,3,H,W) in [-1,1], keep (B,) bool -> prediction (B,4,F,h,w)."""
-        if self.stage == 1:
-            features = self.pose_guider(pose)
-        else:
-            with torch.no_grad(), batch_statistics(self.pose_guider):
-                features = self.pose_guider(pose)
-        attention = self.reference_attention
-        if bool(keep.any()):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 1):
-                attention.write(reference_latents, context)
-            attention.set_mask(None if bool(keep.all()) else keep)
-        else:
-            attention.clear()
-        # The bank stays until the caller clears it: gradient checkpointing reads it again in backward.
-        return denoise(self.denoising_unet, noisy, timesteps, context, features)
-
-
 def freeze_for_stage(models: Lmk2VideoModels, stage: int) -> list[nn.Parameter]:
     """Set ``requires_grad`` as the official stage does; returns the trainable parameters."""
     for module in (models.vae, models.image_encoder, models.reference_unet, models.denoising_unet, models.pose_guider):
@@ -236,21 +198,28 @@ def official_files(models: Lmk2VideoModels, stage: int) -> dict[str, dict[str, t
             OFFICIAL_FILES["denoising_unet"]: denoising}
 
 
-class Lmk2VideoTrainer:
+class Lmk2VideoTrainer(TrainTask):
     """Models, optimizer and loss of one stage on one device (the DDP-wrapped net when several ranks).
 
-    ``loss(batch, generator)`` is the official objective of one batch; ``step(batch)`` draws with
-    the generator of its step index, back-propagates and updates; ``state_dict``/``load_state_dict``
-    hold what a resume needs.
+    ``loss(batch, generator)`` is the official objective of one batch; ``train_step(batch, step)``
+    draws with the generator of ``step``, back-propagates and updates. As the trainer's part of
+    :func:`~pipelines.training.loop.run_loop` its checkpoint ``models`` are the official files'
+    state dicts (stage 2: the motion modules only) and its ``extra`` the fp16 loss scaler.
     """
+
+    unit = "samples"
+    divergence_hint = "lower --lr, or use bf16 rather than fp16"
 
     def __init__(self, config: Lmk2VideoTrainConfig, models: Lmk2VideoModels, device: torch.device, rank: int = 0):
         self.config, self.models, self.device, self.rank = config, models, device, rank
-        self.model_config = config.model_config()
+        self.kind = f"lmk2video-stage{config.stage}"
+        self.lmk2video_config = config.model_config()
+        self.model_config = self.lmk2video_config.to_dict()
+        self.inference = {"pose_feed": TRAINED_POSE_FEED}
         self.autocast_dtype = MIXED_PRECISION[config.mixed_precision]
         if self.autocast_dtype == torch.float16 and device.type != "cuda":
             raise ValueError("fp16 mixed precision needs a GPU (use bf16 on CPU)")
-        self.scheduler = train_scheduler(self.model_config)
+        self.scheduler = train_scheduler(self.lmk2video_config)
         self.trainable = freeze_for_stage(models, config.stage)
         # Frozen modules run in the mixed-precision dtype (stage 2: also the ReferenceNet and the
         # PoseGuider; the denoising UNet holds the trained motion modules and stays fp32).
@@ -272,7 +241,11 @@ class Lmk2VideoTrainer:
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, betas=config.adam_betas,
                                            eps=config.adam_eps, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        self.step_index = 0
+
+    @classmethod
+    def for_worker(cls, config: Lmk2VideoTrainConfig, worker: Worker) -> Lmk2VideoTrainer:
+        """The trainer of ``config``'s stage on a rank of the loop, its models built with their starting weights."""
+        return cls(config, build_stage_models(config), worker.device, worker.rank)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -281,13 +254,13 @@ class Lmk2VideoTrainer:
     def _latents(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         vae = self.models.vae
         dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-        return dist.sample(generator=generator).float() * self.model_config.vae_scaling
+        return dist.sample(generator=generator).float() * self.lmk2video_config.vae_scaling
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         """The min-SNR weighted v-prediction loss of one batch (items of the stage's decoder).
 
         The reference-attention bank it fills stays for the backward pass; clear it after
-        (``models.reference_attention.clear()``), as :meth:`step` does."""
+        (``models.reference_attention.clear()``), as :meth:`train_step` does."""
         c = self.config
         if c.stage == 1:
             frames, poses = batch["target"][:, None], batch["pose"][:, None]
@@ -314,7 +287,7 @@ class Lmk2VideoTrainer:
                                   device=self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = self.scheduler.get_velocity(latents, noise, timesteps)
-        pose = to_unit_range(poses.flatten(0, 1).to(self.device))
+        pose = pose_input(poses.flatten(0, 1).to(self.device), TRAINED_POSE_FEED)
         with self._autocast():
             prediction = self.net(noisy, timesteps, reference_latents, context, pose, keep)
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3, 4))
@@ -322,9 +295,9 @@ class Lmk2VideoTrainer:
             per_sample = per_sample * min_snr_weights(self.scheduler, timesteps, c.snr_gamma)
         return per_sample.mean()
 
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
-        """One optimisation step on ``batch``; returns its loss."""
-        generator = step_generator(self.config.seed, self.rank, self.step_index, self.device)
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> float:
+        """One optimisation step on ``batch`` with the draws of step ``step``; returns its loss."""
+        generator = step_generator(self.config.seed, self.rank, step, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         try:
             loss = self.loss(batch, generator)
@@ -341,33 +314,44 @@ class Lmk2VideoTrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.step_index += 1
         return float(loss.detach())
 
-    def module_states(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The trained modules' state dicts (stage 2: the motion modules only)."""
+    def items_in(self, batch: dict[str, torch.Tensor]) -> int:
+        return len(batch["reference"])
+
+    def model_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The trained modules' state dicts by official file name (stage 2: the motion modules only)."""
         m = self.models
         if self.config.stage == 2:
             return {"motion_module": motion_state(m.denoising_unet)}
         return {"pose_guider": m.pose_guider.state_dict(), "reference_unet": m.reference_unet.state_dict(),
                 "denoising_unet": m.denoising_unet.state_dict()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_index, "modules": self.module_states(), "optimizer": self.optimizer.state_dict(),
-                "scaler": None if self.scaler is None else self.scaler.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_model_states(self, states: dict[str, dict[str, torch.Tensor]]) -> None:
         m = self.models
-        modules = state["modules"]
         if self.config.stage == 2:
-            load_motion_state(m.denoising_unet, modules["motion_module"], "checkpoint motion modules")
+            load_motion_state(m.denoising_unet, states["motion_module"], "checkpoint motion modules")
         else:
             for name in ("pose_guider", "reference_unet", "denoising_unet"):
-                load_strict(getattr(m, name), modules[name], f"checkpoint {name}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step_index = int(state["step"])
+                load_into(getattr(m, name), states[name], f"checkpoint {name}")
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"scaler": None if self.scaler is None else self.scaler.state_dict()}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        if self.scaler is not None and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+
+    def open_stream(self, worker: Worker, position: StreamPosition) -> EpochStream:
+        return EpochStream(self.config, worker.rank, worker.world, position, batch_size=self.config.batch_size)
+
+    def write_outputs(self, out: Path) -> None:
+        """The trained modules in the official files, the model sizes (``lmk2video_config.json``)
+        and the conventions inference follows with them (``inference.json``)."""
+        for name, weights in official_files(self.models, self.config.stage).items():
+            save_checkpoint(out / name, weights)
+        write_local_atomic(out / TRAINER_CONFIG_FILE, json.dumps(self.model_config, indent=1).encode())
+        write_local_atomic(out / CONVENTIONS_FILE, json.dumps(self.inference, indent=1).encode())
 
 
 def build_stage_models(config: Lmk2VideoTrainConfig) -> Lmk2VideoModels:
@@ -410,15 +394,21 @@ def stage_decoder(config: Lmk2VideoTrainConfig, epoch: int = 0) -> Stage1Decoder
 class EpochStream:
     """Training items of one rank, epoch after epoch, each epoch a :class:`ShardStream` whose
     decoder draws with that epoch's seed (new frames and windows every epoch). ``position``
-    is where it is, to save and to resume from."""
+    is where it is, to save and to resume from. With ``batch_size`` it yields batches of
+    consecutive items (``default_collate``, across epoch ends), ``position`` after the last."""
 
     def __init__(self, config: Lmk2VideoTrainConfig, rank: int = 0, world: int = 1,
-                 position: StreamPosition | None = None):
+                 position: StreamPosition | None = None, *, batch_size: int | None = None):
         self.config, self.rank, self.world = config, rank, world
         self.shards = expand_shards(config.shards)
         self.position = position or StreamPosition()
+        self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        items = self._items()
+        return items if self.batch_size is None else batches(items, self.batch_size)
+
+    def _items(self) -> Iterator[dict[str, Any]]:
         c = self.config
         while True:
             epoch = self.position.epoch
@@ -432,105 +422,15 @@ class EpochStream:
             self.position = StreamPosition(epoch + 1, 0)
 
 
-def _check_resume(state: dict[str, Any], config: Lmk2VideoTrainConfig, found: Path) -> None:
-    if state.get("kind") != "lmk2video" or state.get("stage") != config.stage:
-        raise ValueError(f"{found} is not a Lmk2Video stage-{config.stage} checkpoint")
-    if state["model_config"] != config.model_config().to_dict():
-        raise ValueError(f"{found} holds another model config than this run ({config.model}); use the same "
-                         f"--config or a new --out")
+def train_loop(config: dict[str, Any]) -> None:
+    """One rank of a Lmk2Video run (what :func:`~pipelines.training.distributed.run_training` runs on every worker)."""
+    run_loop(Lmk2VideoTrainConfig.from_dict(config), Lmk2VideoTrainer.for_worker)
 
 
-def _resume_position(state: dict[str, Any], rank: int, world: int, found: Path) -> StreamPosition:
-    positions = [StreamPosition.from_dict(p) for p in state["positions"]]
-    if len(positions) == world:
-        return positions[rank]
-    epoch = min(p.epoch for p in positions) + 1  # another world size: the ranks' shares differ
-    log.warning("checkpoint %s was written by %d ranks, this run has %d: data restarts at epoch %d",
-                found, len(positions), world, epoch)
-    return StreamPosition(epoch, 0)
-
-
-def _save(trainer: Lmk2VideoTrainer, config: Lmk2VideoTrainConfig, stream: EpochStream, rank: int) -> None:
-    positions = gather_objects(stream.position.to_dict())
-    if rank != 0:
-        return
-    out = Path(config.out)
-    state = {"kind": "lmk2video", "stage": config.stage, "train_config": config.to_dict(),
-             "model_config": trainer.model_config.to_dict(), "positions": positions, **trainer.state_dict()}
-    save_checkpoint(checkpoint_path(out, trainer.step_index), state)
-    for name, weights in official_files(trainer.models, config.stage).items():
-        save_checkpoint(out / name, weights)
-    prune_checkpoints(out, config.keep_checkpoints)
-
-
-def train_loop(config_dict: dict[str, Any]) -> None:
-    """One rank of a Lmk2Video run (what :func:`run_training` runs on every worker): build the
-    models, resume, stream, train; rank 0 logs and saves."""
-    from tqdm.auto import tqdm
-
-    config = Lmk2VideoTrainConfig.from_dict(config_dict)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    rank, world = rank_and_world()
-    device = select_device(config.use_gpu)
-    out = Path(config.out)
-    torch.manual_seed(config.seed)  # the same initial weights on every rank
-    trainer = Lmk2VideoTrainer(config, build_stage_models(config), device, rank)
-    position = StreamPosition()
-    found = latest_checkpoint(out) if config.resume else None
-    if found is not None:
-        state = load_checkpoint(found)
-        _check_resume(state, config, found)
-        trainer.load_state_dict(state)
-        position = _resume_position(state, rank, world, found)
-        if rank == 0:
-            log.info("resuming from %s (step %d)", found, trainer.step_index)
-    lead = rank == 0
-    if lead:
-        out.mkdir(parents=True, exist_ok=True)
-        write_local_atomic(out / CONFIG_NAME, json.dumps(trainer.model_config.to_dict(), indent=1).encode())
-        train_csv = CsvLog(out / TRAIN_LOG, TRAIN_FIELDS, keep_until=trainer.step_index)
-    stream = EpochStream(config, rank, world, position)
-    progress = tqdm(total=config.steps, initial=trainer.step_index, desc=f"lmk2video stage {config.stage}",
-                    disable=not (lead and config.progress), unit="step")
-    batch_iter = batches(stream, config.batch_size)
-    losses: list[float] = []
-    samples, started = 0, time.perf_counter()
-    while trainer.step_index < config.steps:
-        batch = next(batch_iter)
-        loss = trainer.step(batch)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss} at step {trainer.step_index}: lower --lr, or use bf16 "
-                                     f"rather than fp16")
-        losses.append(loss)
-        samples += len(batch["reference"])
-        progress.update(1)
-        step = trainer.step_index
-        if step % config.log_every == 0 or step == config.steps:
-            mean_loss = mean_across_ranks(sum(losses) / len(losses))
-            seconds = time.perf_counter() - started
-            rate = mean_across_ranks(samples / seconds) * world
-            if lead:
-                train_csv.write({"step": step, "epoch": stream.position.epoch, "loss": f"{mean_loss:.6g}",
-                                 "lr": config.lr, "samples_per_s": f"{rate:.4g}", "seconds": f"{seconds:.4g}"})
-                progress.set_postfix(loss=f"{mean_loss:.4g}")
-            losses, samples, started = [], 0, time.perf_counter()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _save(trainer, config, stream, rank)
-    progress.close()
-
-
-def train(config: Lmk2VideoTrainConfig, *, ray_address: str | None = None) -> Path:
-    """Run ``config`` (here, or on ``config.workers`` Ray Train workers); returns the newest checkpoint."""
-    out = Path(config.out).resolve()
+def train(config: Lmk2VideoTrainConfig, *, ray_address: str | None = None) -> TrainResult:
+    """Run ``config`` (here, or on ``config.workers`` Ray Train workers); returns what it left in ``config.out``."""
     weights = {name: local_or_hub(getattr(config, name))
                for name in ("vae", "image_encoder", "base_unet", "init", "motion_module")}
-    config = dataclasses.replace(config, shards=expand_shards(config.shards), out=str(out), **weights)
-    if not config.resume and list_checkpoints(out):
-        raise ValueError(f"{out} already holds checkpoints: pass --resume to continue, or another --out")
-    run_training(train_loop, config.to_dict(), config.workers, config.use_gpu, storage_path=out / "ray",
-                 name=f"lmk2video-stage{config.stage}", ray_address=ray_address)
-    found = latest_checkpoint(out)
-    if found is None:
-        raise FileNotFoundError(f"the run left no checkpoint in {out}")
-    return found
+    config = dataclasses.replace(config, shards=expand_shards(config.shards), out=str(Path(config.out).resolve()),
+                                 **weights)
+    return launch(train_loop, config, name=f"lmk2video-stage{config.stage}", ray_address=ray_address)

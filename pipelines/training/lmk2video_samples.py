@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from aniportrait.format import VIDEO, member_bytes
 from pipelines.training.frames import PoseSource, has_face, members_for, pose_frames, read_frames
 
 #: Frames of a stage-2 window, its stride and the stride used with 50% chance (official).
@@ -106,7 +107,7 @@ class Stage1Decoder:
         rng = s.rng(sample)
         pairs = [(rng.choice(faces), rng.choice(faces)) for _ in range(s.per_clip)]
         targets = [t for t, _ in pairs]
-        frames = read_frames(sample["mp4"], [i for pair in pairs for i in pair], s.size)
+        frames = read_frames(member_bytes(sample, VIDEO), [i for pair in pairs for i in pair], s.size)
         poses = pose_frames(sample, targets, s.size, s.pose_source)
         for n in range(len(pairs)):
             yield {"target": _chw(frames[2 * n]), "reference": _chw(frames[2 * n + 1]), "pose": _chw(poses[n]),
@@ -143,7 +144,7 @@ class Stage2Decoder:
                 return
             windows.append(window_indices(len(face), self.frames, stride, rng, starts))
             references.append(rng.choice(faces))
-        frames = read_frames(sample["mp4"], [i for w in windows for i in w] + references, s.size)
+        frames = read_frames(member_bytes(sample, VIDEO), [i for w in windows for i in w] + references, s.size)
         poses = pose_frames(sample, [i for w in windows for i in w], s.size, s.pose_source)
         count = self.frames
         for n, _ in enumerate(windows):
