@@ -26,6 +26,9 @@ class Reason:
 REASONS: dict[str, Reason] = {r.code: r for r in (
     Reason("bad_metadata", "metadata", "a line, JSON entry or meta-info file could not be read; the error names "
            "the file and line (or JSON key) and what is wrong", "fix the entry; the other clips build without it"),
+    Reason("no_clips", "segment", "`--dataset folder`: the video has no stretch of at least `--min-clip-s` "
+           "with a face within one shot (the error gives the faces found and scene cuts)", "check that the face "
+           "is visible and big enough; lower `--min-clip-s`"),
     Reason("not_found_in_mirror", "download", "the source is not in `--mirror` and has no URL, or "
            "`--no-download` forbids downloading it", "add `<youtube id>.mp4` (or `.webm`, ...) to the mirror, or "
            "build without `--no-download`"),

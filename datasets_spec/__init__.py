@@ -12,9 +12,9 @@ citation, ...; see :mod:`datasets_spec.spec`) and is imported here, which regist
 
 from __future__ import annotations
 
-from datasets_spec import celebvhq, hdtf, sample, vfhq
+from datasets_spec import celebvhq, folder, hdtf, sample, vfhq
 from datasets_spec.errors import MetadataError
 from datasets_spec.spec import DATASETS, DatasetSpec, Licence, UnknownDatasetError, get, register
 
-__all__ = ["DATASETS", "DatasetSpec", "Licence", "MetadataError", "UnknownDatasetError", "celebvhq", "get",
+__all__ = ["DATASETS", "DatasetSpec", "Licence", "MetadataError", "UnknownDatasetError", "celebvhq", "folder", "get",
            "hdtf", "register", "sample", "vfhq"]

@@ -55,6 +55,9 @@ class DatasetSpec:
     default_mirror: Path | None = None
     #: Whether a build computes wav2vec2 features without ``--wav2vec2`` (needs the weights).
     audio_features_by_default: bool = True
+    #: Whether ``prepare`` lists whole source videos (records without a span) that the build
+    #: cuts into clips itself (:mod:`aniportrait.segment`), as the ``folder`` dataset does.
+    automatic_clips: bool = False
 
 
 class UnknownDatasetError(KeyError):

@@ -28,7 +28,7 @@ from pipelines.build.run import SetupError, load_records, run_build
 from pipelines.tools.card import README_NAME, write_card
 from pipelines.build.config import BuildConfig
 
-BUILT_IN = ["celebvhq", "hdtf", "sample", "vfhq"]
+BUILT_IN = ["celebvhq", "folder", "hdtf", "sample", "vfhq"]
 TOY_LICENCE = Licence("cc-by-4.0", "toy-licence", "The toy clips are the sample's Radio10, relabelled for a test.")
 TOY_CITATION = "@misc{toy2024,\n  title={A Toy Talking-Face Dataset},\n  year={2024}\n}"
 
@@ -58,7 +58,7 @@ def test_built_in_specs_are_complete() -> None:
 
 
 def test_unknown_and_duplicate_names_are_refused() -> None:
-    message = "unknown dataset 'nope'; choose one of celebvhq, hdtf, sample, vfhq"
+    message = "unknown dataset 'nope'; choose one of celebvhq, folder, hdtf, sample, vfhq"
     with pytest.raises(UnknownDatasetError) as caught:
         datasets_spec.get("nope")
     assert isinstance(caught.value, KeyError) and str(caught.value) == message

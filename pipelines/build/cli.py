@@ -22,7 +22,7 @@ from pipelines.cli_common import EXIT_PARTIAL, Verbose, console, fail_setup, set
 def build(
     dataset: Annotated[str, typer.Option(help=f"Dataset: {', '.join(sorted(DATASETS))} (see `aniportrait-data datasets`).")] = "sample",
     out: Annotated[Optional[str], typer.Option(help="Output directory or URI (s3://..., gs://...); default out/<dataset>.")] = None,
-    metadata: Annotated[Optional[Path], typer.Option(help="Metadata file or folder (VFHQ meta_info, CelebV-HQ json, HDTF lists).")] = None,
+    metadata: Annotated[Optional[Path], typer.Option(help="Metadata file or folder (VFHQ meta_info, CelebV-HQ json, HDTF lists; for --dataset folder, the folder of your videos).")] = None,
     mirror: Annotated[Optional[Path], typer.Option(help="Folder of already-downloaded source videos named <youtube id>.<ext> (HDTF also <video name>.<ext>).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto or ray://host:10001); default starts a local Ray.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel clip workers (default: all CPUs of the cluster).", min=1)] = None,
@@ -54,6 +54,9 @@ def build(
     fix_sync: Annotated[Optional[bool], typer.Option("--fix-sync/--no-fix-sync", help="Shift each clip's audio by its measured lip/audio offset (recorded as audio_shift_frames).")] = None,
     min_frames: Annotated[Optional[int], typer.Option(help="Filter out clips of fewer frames (reason too_short; default 30, the official min_clip_length).", min=1)] = None,
     max_second_face_rate: Annotated[Optional[float], typer.Option(help="Filter out clips with a second face (at least half the main face's height) in more than this share of the sampled frames (reason multiple_faces; default 0.2; 1 keeps all).", min=0, max=1)] = None,
+    min_clip_s: Annotated[float, typer.Option(help="--dataset folder: shortest automatic clip, in seconds (shorter stretches between cuts are dropped).", min=0.1)] = 2.0,
+    max_clip_s: Annotated[float, typer.Option(help="--dataset folder: longest automatic clip, in seconds (longer ones are split at the quietest audio point near the limit).", min=0.5)] = 30.0,
+    crop: Annotated[str, typer.Option(help="--dataset folder: face (a square face-centred box per clip, 1.5 x the face) or none (centre crop to fill).")] = "face",
     strict_metadata: Annotated[bool, typer.Option("--strict-metadata", help="Stop at the first malformed metadata entry (exit 2) instead of recording it as a failed manifest row and building the rest.")] = False,
     verbose: Verbose = False,
 ) -> None:
@@ -61,6 +64,7 @@ def build(
     setup_logging(verbose)
     from aniportrait.media.cut import CutSettings
     from aniportrait.media.probe import missing_ffmpeg
+    from aniportrait.segment import SegmentSettings
     from aniportrait.storage import OutputError
     from pipelines.build.run import SetupError, run_build
     from pipelines.build.config import BuildConfig
@@ -93,6 +97,8 @@ def build(
                                    fix_sync=fix_sync, min_frames=min_frames,
                                    max_second_face_rate=max_second_face_rate),
             strict_metadata=strict_metadata,
+            segment=SegmentSettings(min_clip_s=min_clip_s, max_clip_s=max_clip_s, crop=crop)
+            if spec.automatic_clips else None,
         )
         result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:

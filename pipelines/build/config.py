@@ -12,6 +12,7 @@ from typing import Any
 from aniportrait.media.cut import CutSettings
 from aniportrait.media.download import DownloadSettings, check_cookies_file
 from aniportrait.media.throttle import DEFAULT_MAX_BOT_CHECKS
+from aniportrait.segment import SegmentSettings
 from pipelines.build.curation import CurationSettings
 
 #: Fields that do not change a single output byte (where and how fast it runs, and how it
@@ -67,6 +68,8 @@ class BuildConfig:
     min_face_rate: float = 0.9
     wav2vec2: str | None = None
     curation: CurationSettings = field(default_factory=CurationSettings)
+    #: How a dataset of whole videos (``folder``) is cut into clips; ``None`` for datasets with clip lists.
+    segment: SegmentSettings | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -112,6 +115,8 @@ class BuildConfig:
         data = dataclasses.asdict(self)
         for name in RUNTIME_FIELDS:
             data.pop(name)
+        if data["segment"] is None:  # datasets with clip lists: the same hash as before the field existed
+            data.pop("segment")
         return data
 
     def content_hash(self) -> str:

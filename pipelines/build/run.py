@@ -42,6 +42,7 @@ from pipelines.build.pack import (
 )
 from pipelines.build.progress import failure_table, make_progress, summary_table
 from pipelines.build.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
+from pipelines.build.segment import segment_sources
 from pipelines.runtime import by_value, init_ray
 from pipelines.build.stages.audio import AudioFeatures, model_revision
 from pipelines.build.stages.base import ClipStage
@@ -177,6 +178,13 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
     cfg = cfg.resolved()
     records, unreadable = load_records(cfg)
+    if datasets_spec.get(cfg.dataset).automatic_clips:  # whole videos: cut them into clips first
+        init_ray(cfg.address)
+        try:
+            cfg, records, no_clips = segment_sources(cfg, records)
+        except ValueError as exc:
+            raise SetupError(str(exc)) from exc
+        unreadable += no_clips
     if not records and not unreadable:
         raise SetupError(f"the {cfg.dataset} metadata lists no clips")
     out = OutputDir.from_uri(cfg.out)

@@ -1,0 +1,136 @@
+"""The build's segmentation step for datasets of whole videos (``folder``): sources -> clip records.
+
+Runs before the clip stages, in the driver: each source not scanned before is scanned
+(:func:`aniportrait.segment.scan_source`) in a Ray task of one CPU; the scan is cached in
+the work area (``sources/<id>.segment.json``) under a hash of the scan settings, the face
+model and the file's size and modification time, so a rerun or a resumed build plans the
+same clips without decoding again. The plan (:func:`aniportrait.segment.plan_segments`)
+is recomputed from the scan every run: ``--min-clip-s``, ``--max-clip-s`` and ``--crop``
+change without a rescan.
+
+Each clip record's id is ``<source id>-t<start in ms, 7 digits>``; its crop is the
+segment's box as a ``pixels`` :class:`~aniportrait.schema.CropSpec` of the source frame,
+its provenance names the file, why the clip starts and ends where it does, and the crop
+rule. The clip stage finds the source through a folder of symlinks in the work area
+(``folder_mirror/<source id><ext>``), given to the fetch stage as its mirror. A source
+that cannot be read, or has no clip, becomes one failed manifest row (id: the source id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from aniportrait.face import DEFAULT_MODEL
+from aniportrait.media.download import VIDEO_EXTENSIONS
+from aniportrait.reasons import reason_of
+from aniportrait.schema import ClipRecord, ClipState, CropSpec
+from aniportrait.segment import DETECT_STEP, Segment, SegmentSettings, SourceScan, plan_segments, scan_source
+from pipelines.build.config import BuildConfig, config_hash
+from pipelines.build.workarea import WorkArea
+from pipelines.runtime import describe_error
+
+STAGE = "segment"
+MIRROR_DIR = "folder_mirror"
+
+
+def crop_rule(settings: SegmentSettings) -> str:
+    """The crop rule as recorded in each clip's provenance."""
+    if settings.crop == "none":
+        return "none: centre crop of the frame to fill the square"
+    return (f"face x{settings.crop_scale:g}: square of {settings.crop_scale:g} x the 90th percentile of the face "
+            "box's larger side around its median centre, shifted inside the frame")
+
+
+def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[BuildConfig, list[ClipRecord],
+                                                                           list[ClipState]]:
+    """Clip records of the ``sources`` (sorted by id) and the failed rows of those without clips;
+    the config comes back with its mirror set to the symlinks of the sources. Needs Ray started."""
+    if cfg.segment is None or cfg.metadata is None:
+        raise ValueError("segmentation needs segment settings and the videos' folder (--metadata)")
+    if "://" in cfg.work_dir:
+        raise ValueError("the folder dataset needs a local --work-dir (its sources are linked there)")
+    work = WorkArea(cfg.work_dir)
+    mirror = work.root / MIRROR_DIR
+    mirror.mkdir(parents=True, exist_ok=True)
+    model = Path(cfg.face_model) if cfg.face_model else DEFAULT_MODEL
+    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    paths = {r.source_id: Path(cfg.metadata) / r.provenance["file"] for r in sources}
+    hashes = {sid: _scan_hash(cfg.segment, model_sha, path) for sid, path in paths.items()}
+    payloads = {sid: work.read_marker(sid, STAGE, hashes[sid], kind="sources") for sid in paths}
+    scan = ray.remote(num_cpus=1)(_scan)
+    todo = {sid: scan.remote(str(paths[sid]), str(model), cfg.segment) for sid, p in payloads.items() if p is None}
+    for sid, ref in todo.items():
+        payloads[sid] = ray.get(ref)
+        work.write_marker(sid, STAGE, hashes[sid], payloads[sid], kind="sources")
+    records: list[ClipRecord] = []
+    failed: list[ClipState] = []
+    for source in sources:
+        payload = payloads[source.source_id]
+        if "error" in payload:
+            failed.append(_failed(source, payload["error"], payload["reason"]))
+            continue
+        found = SourceScan.from_dict(payload["scan"])
+        segments = plan_segments(found, cfg.segment)
+        if not segments:
+            failed.append(_failed(source, _no_clips(found, cfg.segment), "no_clips"))
+            continue
+        _link(mirror, source.source_id, paths[source.source_id])
+        records += [_record(source, s, found, cfg.segment) for s in segments]
+    return dataclasses.replace(cfg, mirror=str(mirror)), sorted(records, key=lambda r: r.clip_id), failed
+
+
+def _scan_hash(settings: SegmentSettings, model_sha: str, path: Path) -> str:
+    """The cache key of one source's scan: what shapes it, and the file's size and mtime."""
+    try:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        stamp = None
+    return config_hash({"scan": settings.scan_settings(), "model": model_sha, "file": stamp})
+
+
+def _scan(path: str, model: str, settings: SegmentSettings) -> dict[str, Any]:
+    """The marker payload of one source: its scan, or why it cannot be read (a Ray task)."""
+    try:
+        return {"scan": scan_source(path, model, settings).to_dict()}
+    except Exception as exc:  # recorded as the source's failed row; the build goes on
+        return {"error": describe_error(exc), "reason": reason_of(exc, "unreadable_source")}
+
+
+def _record(source: ClipRecord, segment: Segment, found: SourceScan, settings: SegmentSettings) -> ClipRecord:
+    crop = None if segment.box is None else CropSpec("pixels", *segment.box, ref_width=found.width,
+                                                     ref_height=found.height)
+    return dataclasses.replace(
+        source, clip_id=f"{source.source_id}-t{round(segment.start_s * 1000):07d}", start_s=segment.start_s,
+        end_s=segment.end_s, crop=crop,
+        provenance={**source.provenance, "starts_at": segment.starts_at, "ends_at": segment.ends_at,
+                    "crop_rule": crop_rule(settings if crop else dataclasses.replace(settings, crop="none"))})
+
+
+def _failed(source: ClipRecord, error: str, reason: str) -> ClipState:
+    state = ClipState(source)
+    state.fail(STAGE, error, reason)
+    return state
+
+
+def _no_clips(found: SourceScan, settings: SegmentSettings) -> str:
+    sampled = -(-found.frames // DETECT_STEP)
+    return (f"no stretch of at least {settings.min_clip_s:g} s with a face in one shot: a face on "
+            f"{len(found.faces)} of {sampled} sampled frames, {len(found.scene_cuts)} scene cuts, "
+            f"{found.duration_s:g} s")
+
+
+def _link(mirror: Path, source_id: str, path: Path) -> None:
+    """``mirror/<source id><ext>`` -> the video (replaced atomically; a known extension for the mirror lookup)."""
+    ext = path.suffix.lower() if path.suffix.lower() in VIDEO_EXTENSIONS else ".mkv"
+    link = mirror / f"{source_id}{ext}"
+    tmp = mirror / f".{source_id}.link-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(path.resolve())
+    os.replace(tmp, link)

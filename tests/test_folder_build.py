@@ -1,0 +1,123 @@
+"""``build --dataset folder``: your own videos to shards (real media, real MediaPipe and ffmpeg, Ray)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import ray
+from rich.console import Console
+
+import folder_media
+from aniportrait.media.cut import CutSettings
+from aniportrait.segment import SegmentSettings
+from datasets_spec import folder
+from pipelines.build.config import BuildConfig
+from pipelines.build.run import BuildResult, run_build
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as a user has it: a phone video in a subfolder, a clip with a name that needs
+    a safe id, and a file that is no video."""
+    root = tmp_path_factory.mktemp("my_videos")
+    (root / "phone").mkdir()
+    shutil.copy(media_dir / "raw_seated_1080x1920_hevc.mp4", root / "phone" / "IMG_0001.MP4")
+    folder_media.face_gap(media_dir, root / "face gap.mov")
+    (root / "broken.mp4").write_bytes(b"\x00not a video" * 1000)
+    (root / "notes.txt").write_text("not a video either, and not listed")
+    return root
+
+
+def _build(videos: Path, out: Path) -> BuildResult:
+    cfg = BuildConfig(dataset="folder", out=str(out), work_dir=str(out / "_work"), metadata=str(videos), workers=2,
+                      cut=CutSettings(size=128), shard_samples=2, segment=SegmentSettings())
+    return run_build(cfg, Console(file=open(os.devnull, "w")))
+
+
+def _released(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _face_centres(out: Path) -> dict[str, np.ndarray]:
+    """The median centre of the landmark box of each shard clip, in [0, 1] of the output frame."""
+    centres = {}
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as archive:
+            for member in archive.getmembers():
+                if member.name.endswith(".lmks.npy"):
+                    lmks = np.load(io.BytesIO(archive.extractfile(member).read()))[..., :2]
+                    seen = np.isfinite(lmks).all(axis=(1, 2))
+                    centres[member.name.split(".")[0]] = np.median((lmks[seen].min(1) + lmks[seen].max(1)) / 2, 0)
+    return centres
+
+
+@pytest.fixture(scope="module")
+def first(videos: Path, tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> tuple[Path, BuildResult]:
+    out = tmp_path_factory.mktemp("folder_a")
+    return out, _build(videos, out)
+
+
+def test_folder_build_cuts_crops_and_reports(first: tuple[Path, BuildResult], videos: Path) -> None:
+    out, result = first
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(row["source_id"], []).append(row)
+    phone, gap, broken = (folder.source_id(p) for p in ("phone/IMG_0001.MP4", "face gap.mov", "broken.mp4"))
+    assert sorted(by_source) == sorted([phone, gap, broken])
+    [bad] = by_source[broken]
+    assert (bad["status"], bad["failed_stage"], bad["reason"]) == ("failed", "segment", "unreadable_source")
+    assert [(r["status"], r["span_start_s"], r["span_end_s"]) for r in by_source[phone]] == [("ok", 0.0, 9.9)]
+    spans = [(r["span_start_s"], r["span_end_s"]) for r in by_source[gap]]
+    assert len(spans) == 2 and spans[0][0] == 0.0 and spans[0][1] <= 3.0 and spans[1][0] >= 4.0
+    for row in by_source[phone] + by_source[gap]:
+        assert row["status"] == "ok" and row["span_end_s"] - row["span_start_s"] >= 2.0
+        x, y, w, h = row["crop_box"]
+        assert w == h and x >= 0 and y >= 0 and x + w <= row["source_width"] and y + h <= row["source_height"]
+        provenance = json.loads(row["provenance"])
+        assert provenance["crop_rule"].startswith("face x1.5") and provenance["file"] in (
+            "phone/IMG_0001.MP4", "face gap.mov")
+    centres = _face_centres(out)
+    assert sorted(centres) == sorted(r["clip_id"] for r in rows if r["status"] == "ok")
+    for clip_id, centre in centres.items():
+        assert np.abs(centre - 0.5).max() <= 0.10, (clip_id, centre)
+    assert result.failed == 1
+
+
+def test_two_folder_builds_are_byte_identical(first: tuple[Path, BuildResult], videos: Path,
+                                              tmp_path: Path) -> None:
+    out, _ = first
+    _build(videos, tmp_path / "b")
+    assert _released(tmp_path / "b") == _released(out)
+
+
+def test_adding_and_removing_videos(first: tuple[Path, BuildResult], videos: Path, media_dir: Path) -> None:
+    out, _ = first
+    before = json.loads((out / "release.json").read_text())
+    folder_media.two_speakers(media_dir, videos / "two speakers.mp4")
+    try:
+        added = _build(videos, out)
+    finally:
+        (videos / "two speakers.mp4").unlink()
+    changes = added.release["changes"]
+    new = folder.source_id("two speakers.mp4")
+    assert changes["clips"]["added"] == [f"{new}-t0000000", f"{new}-t0004100"] and not changes["clips"]["removed"]
+    assert changes["shards"]["unchanged"] == sorted(s["name"] for s in before["shards"])
+    assert changes["shards"]["written"] and not changes["shards"]["removed"]
+    removed = _build(videos, out)  # the new video is gone again
+    assert removed.release["changes"]["clips"]["removed"] == changes["clips"]["added"]
