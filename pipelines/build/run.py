@@ -311,8 +311,9 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     # Start every clip worker before the first clip is handed out, when the cluster has the CPUs
     # for all of them (else start with those that fit); one clip in flight per worker. Otherwise
     # the first worker up queues clips that the others, still starting, would have taken.
-    context = ray.data.DataContext.get_current()
-    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S if size <= ray.available_resources().get("CPU", 0) else -1
+    # The setting goes on this dataset's own DataContext (a copy taken when ``from_items`` made
+    # it; the process-wide one would be ignored here and leak into later datasets).
+    ds.context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S if size <= ray.available_resources().get("CPU", 0) else -1
     ds = ds.map_batches(StageChain, fn_constructor_kwargs={"specs": chain_specs(on_cpu)}, batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1), num_cpus=1)
     if on_gpu:
