@@ -9,6 +9,8 @@ A video's id is its path relative to ``DIR`` (``/``-separated) made safe by
 different paths (a path that is not already a safe id gets a hash of itself). Hidden files
 and folders (``.name``) are skipped; a file with a video extension that turns out not to
 be a video gets a failed manifest row when the build scans it.
+
+Licence: the videos are yours; the card says their terms are yours to state (and to get consent).
 """
 
 from __future__ import annotations

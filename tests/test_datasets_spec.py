@@ -15,7 +15,7 @@ import pytest
 
 import datasets_spec
 from aniportrait.schema import ClipRecord, CropSpec
-from datasets_spec import MetadataError, celebvhq, hdtf, sample, vfhq
+from datasets_spec import MetadataError, celebvhq, folder, hdtf, sample, vfhq
 from datasets_spec.integrity import git_blob_sha1
 
 HDTF_FILES = sorted(f"{s}_{kind}.txt" for s in hdtf.SUBSETS for kind in hdtf.LISTS)
@@ -26,7 +26,7 @@ def _by_id(records: list[ClipRecord]) -> dict[str, ClipRecord]:
 
 
 def test_package_api() -> None:
-    modules = {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq, "sample": sample}
+    modules = {"hdtf": hdtf, "celebvhq": celebvhq, "vfhq": vfhq, "sample": sample, "folder": folder}
     assert {name: module.SPEC for name, module in modules.items()} == datasets_spec.DATASETS
     assert issubclass(MetadataError, ValueError)
     for name, module in modules.items():
