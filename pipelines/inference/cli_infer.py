@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-EXIT_USAGE = 2
-
-console = Console(stderr=True)
+from pipelines.cli_common import EXIT_USAGE, console
 
 
 def infer(

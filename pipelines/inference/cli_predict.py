@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-EXIT_USAGE = 2
+from pipelines.cli_common import EXIT_USAGE, console
+
 TINY_WARNING = ("TINY RANDOM MODELS (--tiny-random): the landmarks come from untrained models, "
                 "made to test the pipeline, not real predictions")
-
-console = Console(stderr=True)
 
 
 def predict_landmarks(

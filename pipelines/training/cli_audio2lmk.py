@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from pipelines.cli_common import EXIT_USAGE, console
 from pipelines.training.cli_options import (Address, Gpu, LoaderWorkers, Resume, Seed, Shards, Steps, Threads,
                                           Workers)
 
 train_app = typer.Typer(help="Train the AniPortrait models on built shards.", no_args_is_help=True)
-console = Console(stderr=True)
-
 Out = Annotated[Path, typer.Option(help="Run folder: checkpoints/, train.csv, eval.csv, tb/, config.json.")]
 BatchSize = Annotated[int, typer.Option(help="Windows per step and worker.", min=1)]
 Window = Annotated[int, typer.Option(help="Frames per training window (30 fps).", min=2)]
@@ -42,7 +40,7 @@ def _train(kind: str, shards: str, out: Path, steps: int, batch_size: int, windo
         result = train(cfg, ray_address=address)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     last = f"{result.losses[-1][1]:.4g}" if result.losses else "-"
     console.print(f"[green]{kind}[/]: step {result.step}, loss {last}; checkpoint {result.checkpoint}")
     for name, value in result.eval.items():

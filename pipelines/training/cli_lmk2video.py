@@ -9,12 +9,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from pipelines.cli_common import EXIT_USAGE, console
 from pipelines.training.cli_options import (Address, Gpu, LoaderWorkers, Resume, Seed, Shards, Steps, Threads,
                                           Workers)
-
-console = Console(stderr=True)
 
 Out = Annotated[Path, typer.Option(help="Run folder: checkpoints/, the official-format .pth files, train.csv, "
                                            "tb/, config.json.")]
@@ -52,7 +50,7 @@ def _run(**values) -> None:
         result = train(config, ray_address=address)
     except (ValueError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     last = f"{result.losses[-1][1]:.4g}" if result.losses else "-"
     console.print(f"[green]lmk2video stage {values['stage']}[/]: step {result.step}, loss {last}; checkpoint "
                   f"{result.checkpoint}; weights in {values['out']}")
