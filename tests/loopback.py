@@ -12,10 +12,11 @@ import re
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -42,16 +43,9 @@ def serve_directory(root: Path, requested: list[str] | None = None) -> Iterator[
 
     Paths of GET requests are appended to ``requested`` when it is given.
     """
-    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    server.requested = requested if requested is not None else []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    with _serving(handler, requested=requested if requested is not None else []) as address:
+        yield f"http://{address}"
 
 
 @dataclass
@@ -181,9 +175,12 @@ def forwarding_proxy(user: str, password: str, seen: list[Request]) -> Iterator[
 
 
 @contextmanager
-def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """Run ``handler`` in a quiet threading server on a free loopback port; yield ``host:port``."""
+def _serving(handler: Callable[..., http.server.BaseHTTPRequestHandler], **attributes: Any) -> Iterator[str]:
+    """Run ``handler`` in a quiet threading server on a free loopback port (``attributes`` set on
+    the server first, for the handler to read); yield ``host:port``."""
     server = _QuietServer(("127.0.0.1", 0), handler)
+    for name, value in attributes.items():
+        setattr(server, name, value)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
