@@ -9,12 +9,18 @@ from aniportrait.schema import CropSpec
 
 @dataclass(frozen=True, slots=True)
 class PixelBox:
-    """An integer crop box ``x, y, w, h`` inside a ``frame_w`` x ``frame_h`` frame."""
+    """An integer crop box ``x, y, w, h`` in source-frame pixels.
+
+    ``border`` is the black margin (left, top, right, bottom; even numbers of pixels) added
+    around the frame before cropping, for a box that reaches beyond the frame (``x`` and
+    ``y`` are then negative or the box ends past the frame); all zero for a box inside it.
+    """
 
     x: int
     y: int
     w: int
     h: int
+    border: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
@@ -35,6 +41,7 @@ def resolve_crop(spec: CropSpec | None, frame_w: int, frame_h: int) -> PixelBox:
       clamped to the frame.
     * ``normalized``: CelebV-HQ's rule: expand each side, clamp to [0, 1], scale with
       rounding, then a centred square of side ``2 * (min(h, w) // 2)``.
+    * ``pad``: the box is kept whole, its part beyond the frame black (``border``).
     """
     if spec is None:
         return PixelBox(0, 0, frame_w, frame_h)
@@ -48,7 +55,20 @@ def resolve_crop(spec: CropSpec | None, frame_w: int, frame_h: int) -> PixelBox:
             f"crop window {list(box)} lies outside the {frame_w}x{frame_h} video "
             f"(metadata box {spec.x0:g},{spec.y0:g}-{spec.x1:g},{spec.y1:g})"
         )
+    if spec.pad:
+        return _padded(box, frame_w, frame_h)
     return PixelBox(x0, y0, x1 - x0, y1 - y0)
+
+
+def _padded(box: tuple[int, int, int, int], frame_w: int, frame_h: int) -> PixelBox:
+    """The whole ``box`` with the black border it needs, rounded up to even pixels (a 4:2:0
+    frame is padded in whole chroma samples, so an odd margin would move the picture)."""
+    def even(margin: int) -> int:
+        return max(0, margin) + max(0, margin) % 2
+
+    x0, y0, x1, y1 = box
+    border = (even(-x0), even(-y0), even(x1 - frame_w), even(y1 - frame_h))
+    return PixelBox(x0, y0, x1 - x0, y1 - y0, border)
 
 
 def _scale_pixels(spec: CropSpec, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:

@@ -37,7 +37,9 @@ class CropSpec:
     ``ref_height``; either may be ``None`` when the metadata gives only one side, then
     the other side scales by the same factor) or ``"normalized"`` (box in [0, 1] of the
     frame). ``expand`` grows a normalised box on every side before use and ``square``
-    shrinks it to a centred square (CelebV-HQ's own rules).
+    shrinks it to a centred square (CelebV-HQ's own rules). ``pad`` (pixel boxes) keeps a
+    box that reaches beyond the frame whole and fills the outside with black, as the official
+    AniPortrait ``crop_face`` does; without it the box is clamped to the frame.
     """
 
     kind: str
@@ -49,6 +51,7 @@ class CropSpec:
     ref_height: float | None = None
     expand: float = 0.0
     square: bool = False
+    pad: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("pixels", "normalized"):
@@ -57,7 +60,10 @@ class CropSpec:
             raise ValueError(f"empty crop box {self}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.pad:
+            del data["pad"]  # records of boxes clamped to the frame keep their former bytes
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CropSpec:

@@ -22,11 +22,12 @@ The scan is a plain JSON-able :class:`SourceScan` (the build caches it per sourc
    the limit (so a word is not cut in half), or at the limit when there is no audio;
 3. each clip gets one square crop box for all its frames (``crop="face"``): centred on the
    median centre of its face boxes, of side ``crop_scale`` (1.5, the expansion of the
-   official ``crop_face``) times the 90th percentile of the face box's larger side. Where
-   the official code pads the frame with black beyond the border, the box is shifted back
-   inside the frame (and shrunk to the frame's short side when bigger), so no clip has
-   black borders; the face then sits off-centre by the shift. ``crop="none"`` gives no box
-   (the clip stage centre-crops the frame to fill the square).
+   official ``crop_face``) times the 90th percentile of the face box's larger side. A box
+   that reaches beyond the frame stays whole and the outside is black, as the official
+   code pads it (``copyMakeBorder`` with zeros), so the face stays centred in every clip.
+   (The official code also takes a face covering 15% of the frame or more as the whole
+   frame's centre square; that is left out here, since it moves a large face off-centre.)
+   ``crop="none"`` gives no box (the clip stage centre-crops the frame to fill the square).
 
 Cost (one CPU of the 2-core development machine): decoding dominates; see the README's
 "Your own videos" section for the measured seconds per source second.
@@ -308,7 +309,6 @@ def _crop_box(faces: dict[int, list[int]], start_s: float, end_s: float, width: 
     cx = float(np.median((boxes[:, 0] + boxes[:, 2]) / 2))
     cy = float(np.median((boxes[:, 1] + boxes[:, 3]) / 2))
     size = float(np.percentile(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 90))
-    side = min(int(round(size * settings.crop_scale)) // 2 * 2, width // 2 * 2, height // 2 * 2)
-    x0 = min(max(int(round(cx - side / 2)), 0), width - side)
-    y0 = min(max(int(round(cy - side / 2)), 0), height - side)
-    return [x0, y0, x0 + side, y0 + side]
+    side = max(2, int(round(size * settings.crop_scale)) // 2 * 2)
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    return [x0, y0, x0 + side, y0 + side]  # may reach beyond the frame: padded black by the clip stage

@@ -118,3 +118,29 @@ def test_resolve_crop_rules() -> None:
     assert resolve_crop(None, 640, 480) == PixelBox(0, 0, 640, 480)
     with pytest.raises(CropError, match="outside the 640x480 video"):
         resolve_crop(CropSpec("pixels", 700, 500, 900, 700, ref_width=640, ref_height=480), 640, 480)
+
+
+def test_a_box_beyond_the_frame_is_padded_black(media_dir: Path, tmp_path: Path) -> None:
+    """``pad`` keeps the whole box (the official ``crop_face``): the part left of the frame is
+    black and the picture sits where the box puts it; margins are rounded up to even pixels."""
+    import cv2
+
+    spec = CropSpec("pixels", -127, 0, 385, 512, pad=True)  # 512 px square, 127 px of it left of the frame
+    box = resolve_crop(spec, 512, 512)
+    assert box == PixelBox(-127, 0, 512, 512, border=(128, 0, 0, 0))
+    assert "pad" not in CropSpec("pixels", 0, 0, 10, 10).to_dict()  # unpadded records keep their bytes
+    assert CropSpec.from_dict(spec.to_dict()) == spec
+    source = media_dir / "talking_hdtf_radio10_0.mp4"
+    video, _, _ = _cut(source, tmp_path, (0.0, 0.5), spec, CutSettings(size=256))
+    out = _first_rgb_frame(video, 256)
+    frame = _first_rgb_frame(source, 512)
+    expected = np.pad(frame, ((0, 0), (127, 0), (0, 0)))[:, :512]  # what the official copyMakeBorder + slice give
+    expected = cv2.resize(expected, (256, 256), interpolation=cv2.INTER_AREA)
+    assert out[:, :62].max() <= 24, "the 127 px left of the frame are black (63.5 px at 256)"
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 6
+
+
+def _first_rgb_frame(video: Path, size: int) -> np.ndarray:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(size, size, 3)

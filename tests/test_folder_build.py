@@ -43,9 +43,9 @@ def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _build(videos: Path, out: Path) -> BuildResult:
-    cfg = BuildConfig(dataset="folder", out=str(out), work_dir=str(out / "_work"), metadata=str(videos), workers=2,
-                      cut=CutSettings(size=128), shard_samples=2, segment=SegmentSettings())
+def _build(videos: Path, out: Path, work: Path | None = None, **options: object) -> BuildResult:
+    cfg = BuildConfig(dataset="folder", out=str(out), work_dir=str(work or out / "_work"), metadata=str(videos),
+                      workers=2, cut=CutSettings(size=128), shard_samples=2, segment=SegmentSettings(), **options)
     return run_build(cfg, Console(file=open(os.devnull, "w")))
 
 
@@ -88,7 +88,7 @@ def test_folder_build_cuts_crops_and_reports(first: tuple[Path, BuildResult], vi
     for row in by_source[phone] + by_source[gap]:
         assert row["status"] == "ok" and row["span_end_s"] - row["span_start_s"] >= 2.0
         x, y, w, h = row["crop_box"]
-        assert w == h and x >= 0 and y >= 0 and x + w <= row["source_width"] and y + h <= row["source_height"]
+        assert w == h and 0 < x + w / 2 < row["source_width"] and 0 < y + h / 2 < row["source_height"]
         provenance = json.loads(row["provenance"])
         assert provenance["crop_rule"].startswith("face x1.5") and provenance["file"] in (
             "phone/IMG_0001.MP4", "face gap.mov")
@@ -104,6 +104,18 @@ def test_two_folder_builds_are_byte_identical(first: tuple[Path, BuildResult], v
     out, _ = first
     _build(videos, tmp_path / "b")
     assert _released(tmp_path / "b") == _released(out)
+
+
+def test_limit_counts_clips_not_videos(first: tuple[Path, BuildResult], videos: Path, tmp_path: Path) -> None:
+    """``--limit 2`` gives the first two entries of the whole build (one video's two clips, or
+    a failed video's row and a clip), as it does for the datasets with metadata."""
+    out, _ = first
+    work = tmp_path / "work"
+    shutil.copytree(out / "_work", work, symlinks=True)  # finished clips are restored, not redone
+    limited = _build(videos, tmp_path / "limited", work, limit=2)
+    ids = [r["clip_id"] for r in pq.read_table(tmp_path / "limited" / "manifest.parquet").to_pylist()]
+    assert ids == [r["clip_id"] for r in pq.read_table(out / "manifest.parquet").to_pylist()][:2]
+    assert len(limited.states) == 2
 
 
 def test_adding_and_removing_videos(first: tuple[Path, BuildResult], videos: Path, media_dir: Path) -> None:

@@ -108,7 +108,7 @@ def test_plan_crop_rules() -> None:
     assert plan_segments(scan, SegmentSettings())[0].box == [245, 165, 395, 315]  # 1.5 x 100 px, same centre
     assert plan_segments(scan, SegmentSettings(crop="none"))[0].box is None
     near_edge = SourceScan(640, 480, 10.0, 100, [], [[k, 0, 0, 400, 400] for k in range(0, 100, 2)], None)
-    assert plan_segments(near_edge, SegmentSettings())[0].box == [0, 0, 480, 480]  # shrunk and shifted inside
+    assert plan_segments(near_edge, SegmentSettings())[0].box == [-100, -100, 500, 500]  # whole: padded black
     with pytest.raises(ValueError):
         SegmentSettings(min_clip_s=5.0, max_clip_s=4.0)
 

@@ -81,16 +81,20 @@ def plan_cut(
 
 
 def video_filter(box: PixelBox, settings: CutSettings) -> str:
-    """The ``-vf`` chain: deinterlace flagged frames, resample fps, crop, fill-resize.
+    """The ``-vf`` chain: deinterlace flagged frames, resample fps, pad (a box beyond the
+    frame, see :class:`PixelBox`), crop, fill-resize.
 
     Timestamps restart at zero first, so the fps filter never sits on a rounding edge.
     """
     s = settings.size
+    left, top, right, bottom = box.border
+    pad = [f"pad=iw+{left + right}:ih+{top + bottom}:{left}:{top}:color=black"] if any(box.border) else []
     return ",".join([
         "bwdif=deint=interlaced",
         "setpts=PTS-STARTPTS",
         f"fps={settings.fps:g}",
-        f"crop={box.w}:{box.h}:{box.x}:{box.y}",
+        *pad,
+        f"crop={box.w}:{box.h}:{box.x + left}:{box.y + top}",
         f"scale={s}:{s}:force_original_aspect_ratio=increase:flags=bicubic",
         f"crop={s}:{s}",
         "setsar=1",

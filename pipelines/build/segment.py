@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import os
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,45 +47,74 @@ def crop_rule(settings: SegmentSettings) -> str:
     if settings.crop == "none":
         return "none: centre crop of the frame to fill the square"
     return (f"face x{settings.crop_scale:g}: square of {settings.crop_scale:g} x the 90th percentile of the face "
-            "box's larger side around its median centre, shifted inside the frame")
+            "box's larger side around its median centre, black beyond the frame (as the official crop_face)")
 
 
 def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[BuildConfig, list[ClipRecord],
                                                                            list[ClipState]]:
-    """Clip records of the ``sources`` (sorted by id) and the failed rows of those without clips;
-    the config comes back with its mirror set to the symlinks of the sources. Needs Ray started."""
+    """Clip records of the ``sources`` and the failed rows of those without clips, sorted by
+    id and cut together to the first ``cfg.limit`` (clips, as for every dataset: the sources
+    are scanned in id order only until that many are planned); the config comes back with
+    its mirror set to the symlinks of the sources. Needs Ray started."""
     if cfg.segment is None or cfg.metadata is None:
         raise ValueError("segmentation needs segment settings and the videos' folder (--metadata)")
     if "://" in cfg.work_dir:
         raise ValueError("the folder dataset needs a local --work-dir (its sources are linked there)")
-    work = WorkArea(cfg.work_dir)
-    mirror = work.root / MIRROR_DIR
+    mirror = WorkArea(cfg.work_dir).root / MIRROR_DIR
     mirror.mkdir(parents=True, exist_ok=True)
-    model = Path(cfg.face_model) if cfg.face_model else DEFAULT_MODEL
-    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    paths = {r.source_id: Path(cfg.metadata) / r.provenance["file"] for r in sources}
-    hashes = {sid: _scan_hash(cfg.segment, model_sha, path) for sid, path in paths.items()}
-    payloads = {sid: work.read_marker(sid, STAGE, hashes[sid], kind="sources") for sid in paths}
-    scan = ray.remote(num_cpus=1)(_scan)
-    todo = {sid: scan.remote(str(paths[sid]), str(model), cfg.segment) for sid, p in payloads.items() if p is None}
-    for sid, ref in todo.items():
-        payloads[sid] = ray.get(ref)
-        work.write_marker(sid, STAGE, hashes[sid], payloads[sid], kind="sources")
     records: list[ClipRecord] = []
     failed: list[ClipState] = []
-    for source in sources:
-        payload = payloads[source.source_id]
+    for source, payload in _scans(cfg, sorted(sources, key=lambda r: r.source_id)):
         if "error" in payload:
             failed.append(_failed(source, payload["error"], payload["reason"]))
-            continue
-        found = SourceScan.from_dict(payload["scan"])
-        segments = plan_segments(found, cfg.segment)
-        if not segments:
-            failed.append(_failed(source, _no_clips(found, cfg.segment), "no_clips"))
-            continue
-        _link(mirror, source.source_id, paths[source.source_id])
-        records += [_record(source, s, found, cfg.segment) for s in segments]
-    return dataclasses.replace(cfg, mirror=str(mirror)), sorted(records, key=lambda r: r.clip_id), failed
+        else:
+            found = SourceScan.from_dict(payload["scan"])
+            segments = plan_segments(found, cfg.segment)
+            if not segments:
+                failed.append(_failed(source, _no_clips(found, cfg.segment), "no_clips"))
+            else:
+                _link(mirror, source.source_id, Path(cfg.metadata) / source.provenance["file"])
+                records += [_record(source, s, found, cfg.segment) for s in segments]
+        if cfg.limit and len(records) + len(failed) >= cfg.limit:
+            break
+    entries = sorted([*records, *failed], key=lambda e: e.clip_id if isinstance(e, ClipRecord) else e.record.clip_id)
+    entries = entries[: cfg.limit] if cfg.limit else entries
+    return (dataclasses.replace(cfg, mirror=str(mirror)), [e for e in entries if isinstance(e, ClipRecord)],
+            [e for e in entries if isinstance(e, ClipState)])
+
+
+def _scans(cfg: BuildConfig, sources: list[ClipRecord]) -> Iterator[tuple[ClipRecord, dict[str, Any]]]:
+    """``(source, scan payload)`` in the order of ``sources``: from the work area's cache, else
+    from a Ray task (one CPU each, a few submitted ahead, so stopping early wastes little;
+    what is still queued when the caller stops is cancelled)."""
+    work = WorkArea(cfg.work_dir)
+    model = Path(cfg.face_model) if cfg.face_model else DEFAULT_MODEL
+    model_sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    scan = ray.remote(num_cpus=1)(_scan)
+
+    def start(source: ClipRecord) -> tuple[ClipRecord, str, Any]:
+        path = Path(cfg.metadata) / source.provenance["file"]  # type: ignore[arg-type]
+        key = _scan_hash(cfg.segment, model_sha, path)  # type: ignore[arg-type]
+        cached = work.read_marker(source.source_id, STAGE, key, kind="sources")
+        return source, key, cached if cached is not None else scan.remote(str(path), str(model), cfg.segment)
+
+    queue = iter(sources)
+    ahead = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    window = deque(start(source) for source in itertools.islice(queue, ahead))
+    try:
+        while window:
+            source, key, payload = window.popleft()
+            following = next(queue, None)
+            if following is not None:
+                window.append(start(following))
+            if not isinstance(payload, dict):
+                payload = ray.get(payload)
+                work.write_marker(source.source_id, STAGE, key, payload, kind="sources")
+            yield source, payload
+    finally:
+        for _, _, payload in window:
+            if not isinstance(payload, dict):
+                ray.cancel(payload)
 
 
 def _scan_hash(settings: SegmentSettings, model_sha: str, path: Path) -> str:
@@ -105,7 +137,7 @@ def _scan(path: str, model: str, settings: SegmentSettings) -> dict[str, Any]:
 
 def _record(source: ClipRecord, segment: Segment, found: SourceScan, settings: SegmentSettings) -> ClipRecord:
     crop = None if segment.box is None else CropSpec("pixels", *segment.box, ref_width=found.width,
-                                                     ref_height=found.height)
+                                                     ref_height=found.height, pad=True)
     return dataclasses.replace(
         source, clip_id=f"{source.source_id}-t{round(segment.start_s * 1000):07d}", start_s=segment.start_s,
         end_s=segment.end_s, crop=crop,
