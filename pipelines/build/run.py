@@ -101,7 +101,8 @@ class BuildResult:
 def load_records(cfg: BuildConfig) -> tuple[list[ClipRecord], list[ClipState]]:
     """The dataset's readable clip records, and a failed state for every metadata entry that
     could not be read (``--strict-metadata``: the first such entry stops the build), both
-    sorted by clip id and cut together to the first ``--limit`` entries."""
+    sorted by clip id and cut together to the first ``--limit`` entries (for a dataset of
+    whole videos, the segmentation cuts its clips instead)."""
     try:
         spec = datasets_spec.get(cfg.dataset)
     except datasets_spec.UnknownDatasetError as exc:
@@ -113,10 +114,17 @@ def load_records(cfg: BuildConfig) -> tuple[list[ClipRecord], list[ClipState]]:
         raise SetupError(f"cannot read the {cfg.dataset} metadata: {exc}") from exc
     entries: list[ClipRecord | ClipState] = [*records, *(_unreadable_entry(cfg, e) for e in errors or ())]
     entries.sort(key=lambda e: e.clip_id if isinstance(e, ClipRecord) else e.record.clip_id)
-    if cfg.limit:
+    if cfg.limit and not spec.automatic_clips:
         entries = entries[: cfg.limit]
     return ([e for e in entries if isinstance(e, ClipRecord)],
             [e for e in entries if isinstance(e, ClipState)])
+
+
+def _unusable(cfg: BuildConfig, count: int) -> str:
+    """What the failed rows known before processing are, in the summary line."""
+    if datasets_spec.get(cfg.dataset).automatic_clips:
+        return f"{count} videos gave no clips (unreadable, or no face stretch long enough)"
+    return f"{count} metadata entries could not be read"
 
 
 def _unreadable_entry(cfg: BuildConfig, error: MetadataError) -> ClipState:
@@ -199,8 +207,8 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         _forget_failures(stages, retry)
     states, pending = _resume(stages[-1], records, stage_names)
     console.print(f"[bold]{cfg.dataset}[/]: {len(records)} clips, {len(states)} already done, "
-                  f"{len(pending)} to process" + (f"; {len(unreadable)} metadata entries could not be read "
-                                                  "(failed rows in the manifest)" if unreadable else ""))
+                  f"{len(pending)} to process" + (f"; {_unusable(cfg, len(unreadable))} (failed rows in the manifest)"
+                                                  if unreadable else ""))
     states += unreadable
     init_ray(cfg.address)
     workers = cfg.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
