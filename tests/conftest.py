@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +66,28 @@ def feature_shards(tiny_wav2vec2: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def sample_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs) for every build, training and inference run in this process:
+    started by the first test that needs it, stopped when the session ends (a start and stop
+    cost ~6 s on the 2-core CI machine). Tests must not stop it. Commands run as their own
+    processes start their own Ray, as users' commands do."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_build(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The embedded sample (3 clips) built once at ``SAMPLE_SIZE`` px without audio features:
     (out, BuildResult). The local build every byte-identity test compares its own build with
     (S3, cluster, remote cache, resumes, faults); read only, copy it before changing anything.
 
-    Built in this process on a local Ray (the one a module already started, else its own,
-    stopped again), so the result carries the build's timings and worker memory.
+    Built in this process on the session's local Ray, so the result carries the build's
+    timings and worker memory.
     """
-    import ray
     from rich.console import Console
     from sample_lists import SAMPLE_SIZE
 
@@ -85,14 +99,7 @@ def sample_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     out = tmp_path_factory.mktemp("sample_build") / "out"
     cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), mirror=str(sample.default_mirror()),
                       workers=2, cut=CutSettings(size=SAMPLE_SIZE))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = run_build(cfg, Console(file=io.StringIO()))
-    finally:
-        if started:
-            ray.shutdown()
+    result = run_build(cfg, Console(file=io.StringIO()))
     assert result.failed == 0, [s.error for s in result.states if s.error]
     return out, result
 

@@ -38,13 +38,6 @@ MEMBERS = {"json", "mp4", "wav", "pose.mp4", "lmks.npy", "lmks3d.npy", "trans_ma
            "blendshapes.npy", "has_face.npy"}
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _build(out: Path, *, dataset: str = "sample", metadata: Path | None = None, mirror: Path | None = None,
            workers: int = 2, wav2vec2: Path | None = None):
     """A build in this process, at the frame size of the shared ``sample_build``."""

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import webdataset as wds
 from rich.console import Console
 from sample_lists import write_sample_lists
@@ -49,13 +48,6 @@ def mirror(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Path:
             "-c:v", "copy", "-c:a", "aac", str(folder / "LylLate.mp4"))
     (folder / "Radio10.mp4").symlink_to(sample.default_mirror() / "Radio10.mp4")
     return folder
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _build(out: Path, metadata: Path, mirror: Path, curation: CurationSettings, work: Path | None = None,

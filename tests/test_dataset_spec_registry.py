@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -78,18 +77,14 @@ def toy() -> Iterator[DatasetSpec]:
 
 
 @pytest.fixture(scope="module")
-def toy_build(toy: DatasetSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The toy dataset built in this process on a local Ray (kept up for the CLI build)."""
+def toy_build(toy: DatasetSpec, local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy dataset built in this process on the session's local Ray."""
     out = tmp_path_factory.mktemp("toy") / "out"
     cfg = BuildConfig(dataset=toy.name, out=str(out), work_dir=str(out / "_work"), mirror=str(toy.default_mirror),
                       workers=2, cut=CutSettings(size=128), limit=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = run_build(cfg, Console(file=io.StringIO()))
-        assert result.failed == 0, [s.error for s in result.states if s.error]
-        yield out
-    finally:
-        ray.shutdown()
+    result = run_build(cfg, Console(file=io.StringIO()))
+    assert result.failed == 0, [s.error for s in result.states if s.error]
+    return out
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 from loopback import MediaServer, Request, forwarding_proxy
 from rich.console import Console
 from sample_lists import write_sample_lists
@@ -378,13 +377,6 @@ def test_no_download_fails_missing_sources_at_once(video: bytes, tmp_path: Path)
 
 
 # --------------------------------------------------------------------------- builds
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _lists(folder: Path, base: str, names: str) -> Path:

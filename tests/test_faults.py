@@ -17,7 +17,7 @@ import psutil
 import pytest
 import webdataset as wds
 from sample_lists import SAMPLE_SIZE_ARGS
-from test_build import SAMPLE_IDS, _build, _outputs, local_ray  # noqa: F401 (local_ray is a fixture)
+from test_build import SAMPLE_IDS, _build, _outputs
 
 from aniportrait.media.probe import MediaError, run_tool
 from datasets_spec import sample

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 from rich.console import Console
 
 import folder_media
@@ -21,13 +20,6 @@ from aniportrait.segment import SegmentSettings
 from datasets_spec import folder
 from pipelines.build.config import BuildConfig
 from pipelines.build.run import BuildResult, run_build
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 from typer.testing import CliRunner
 
 from aniportrait.audio import SAMPLE_RATE, load_audio
@@ -178,13 +177,12 @@ def test_reenacting_a_talking_video_moves_the_mouth(media_dir: Path, portrait_fa
 
 
 @pytest.fixture(scope="module")
-def infer_run(media_dir: Path, speech: dict[int, Path], tiny_wav2vec2: Path,
+def infer_run(media_dir: Path, speech: dict[int, Path], tiny_wav2vec2: Path, local_ray: None,
               tmp_path_factory: pytest.TempPathFactory):
     """`infer` on a local Ray with tiny random models: audio of 1 s (head pose from a video), 5 s
     and exactly 10 s, a 1 s reenactment, a text file as portrait and an image without a face;
     then the same command again."""
     from cli import app
-    from pipelines.runtime import init_ray
 
     folder = tmp_path_factory.mktemp("infer")
     source = folder / "source_1s.mp4"
@@ -208,14 +206,10 @@ def infer_run(media_dir: Path, speech: dict[int, Path], tiny_wav2vec2: Path,
     out = folder / "out"
     args = ["infer", "--jobs", str(table), "--out", str(out), "--tiny-random", "--size", str(SIZE), "--steps", "2",
             "--guidance", "1", "--wav2vec2", str(tiny_wav2vec2), "--workers", "2"]
-    init_ray(None)
-    try:
-        first = CliRunner().invoke(app, args)
-        first_report = _report(out)
-        mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
-        second = CliRunner().invoke(app, args)
-    finally:
-        ray.shutdown()
+    first = CliRunner().invoke(app, args)
+    first_report = _report(out)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+    second = CliRunner().invoke(app, args)
     return {"out": out, "first": first, "first_report": first_report, "second": second, "mtimes": mtimes,
             "speech": speech}
 

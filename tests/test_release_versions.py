@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 import webdataset as wds
 from loopback import serve_directory
 from rich.console import Console
@@ -140,13 +139,6 @@ def test_a_missing_or_unreadable_previous_release_means_version_one(tmp_path: Pa
 
 
 # --- real builds --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _build(out: Path, **options: object):

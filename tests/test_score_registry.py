@@ -212,7 +212,7 @@ def _expected(reference: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def toy_build(toy: Score, sample_build: tuple[Path, BuildResult],
+def toy_build(toy: Score, sample_build: tuple[Path, BuildResult], local_ray: None,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """The sample built again with the toy score and a rule on it that rejects the clip with
     the lowest value (``--keep-rejected``), resumed from a copy of ``sample_build``'s work area
@@ -224,13 +224,9 @@ def toy_build(toy: Score, sample_build: tuple[Path, BuildResult],
     cfg = BuildConfig(dataset="sample", out=str(root / "out"), work_dir=str(copy_work(reference, root / "work")),
                       mirror=str(sample.default_mirror()), workers=2, cut=CutSettings(size=SAMPLE_SIZE),
                       keep_rejected=True, curation=CurationSettings(filter=(rule,)))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        # What a worker can import: not this module (so the score's code must travel by value).
-        importable = ray.get(ray.remote(importlib.util.find_spec).remote(__name__))
-        result = run_build(cfg, Console(file=io.StringIO()))
-    finally:
-        ray.shutdown()
+    # What a worker can import: not this module (so the score's code must travel by value).
+    importable = ray.get(ray.remote(importlib.util.find_spec).remote(__name__))
+    result = run_build(cfg, Console(file=io.StringIO()))
     yield {"reference": reference, "out": root / "out", "rule": rule.replace("mouth", "mouth_open_mean"),
            "expected": expected, "result": result, "importable": importable}
 

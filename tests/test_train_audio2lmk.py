@@ -160,14 +160,8 @@ def test_resume_continues_the_same_loss_curve(feature_shards: Path, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_two_ray_train_workers(feature_shards: Path, tmp_path: Path) -> None:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        result = train(config("audio2mesh", [str(feature_shards)], tmp_path, steps=3, workers=2, window=10))
-    finally:
-        ray.shutdown()
+def test_two_ray_train_workers(feature_shards: Path, local_ray: None, tmp_path: Path) -> None:
+    result = train(config("audio2mesh", [str(feature_shards)], tmp_path, steps=3, workers=2, window=10))
     state = read_checkpoint(result.checkpoint)
     assert result.step == 3 and len(result.losses) == 3
     positions = state.stream

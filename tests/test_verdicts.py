@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 import webdataset as wds
 from bad_media import (AUDIO_ONLY, CORRUPT_MID, FACE_LEAVES, GOOD_TALKING, HEVC_PORTRAIT, MOOV_END_CUT, NO_AUDIO,
                        NOT_A_VIDEO, ODD_SIZE, ROTATED, SILENT_AUDIO, THREE_FRAMES, TRUNCATED, TWO_FACES, UHD_4K, VFR,
@@ -50,13 +49,6 @@ def mirror(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("mirror")
     make_corpus(media_dir, folder)
     return folder
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> None:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _rows(out: Path) -> dict[str, dict]:
