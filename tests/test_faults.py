@@ -1,6 +1,6 @@
 """Faults during a real build of the embedded sample: a Ray worker killed in the face stage,
 and a full disk. (The driver killed with SIGKILL and restarted is
-``test_build.py::test_killed_build_resumes_to_the_same_bytes``.)
+``test_verdicts.py::test_celebvhq_verdicts_are_reproducible_through_a_sigkill``.)
 """
 
 from __future__ import annotations

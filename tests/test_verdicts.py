@@ -256,7 +256,8 @@ def test_celebvhq_verdicts_are_reproducible_through_a_sigkill(
     assert json.loads(rows["badbox_0"]["provenance"]) == {"file": "celebvhq_info.json", "key": "badbox_0"}
     assert rows["badbox_0"]["span_start_s"] is None and rows["noytb_0"]["source_id"]
 
-    # Another process, one worker, killed mid-build and run again: the same bytes.
+    # Another process, one worker, killed with SIGKILL once a clip finished its first stage,
+    # then run again: nothing released before, no finished clip redone, the same bytes.
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "cli", "build", "--dataset", "celebvhq", "--metadata", str(metadata), "--mirror",
             str(mirror), "--out", str(out), "--size", str(SIZE), "--wav2vec2", "none", "--workers", "1"]
@@ -271,10 +272,12 @@ def test_celebvhq_verdicts_are_reproducible_through_a_sigkill(
     proc.wait()
     done_before = {p: p.stat().st_mtime_ns for p in markers.glob("*/clip.done.json")}
     assert 0 < len(done_before) < 4, "the kill must land mid-build"
+    assert not (out / "release.json").exists()
     resumed = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == EXIT_PARTIAL, resumed.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in done_before} == done_before, "finished clips were redone"
     assert _outputs(out) == _outputs(tmp_path / "a")
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
 # --------------------------------------------------------------------------- VFHQ
