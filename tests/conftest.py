@@ -47,21 +47,25 @@ def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def feature_shards(tiny_wav2vec2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def feature_shards(tiny_wav2vec2: Path, local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded sample built once at 256 px with tiny wav2vec2 features (32-d).
 
     Real shards for the trainers' and inference tests: three clips (~3 s each, 30 fps)
     with ``mp4``, ``wav``, ``pose.mp4``, ``lmks.npy``, ``lmks3d.npy``, ``pose6d.npy`` and
-    ``wav2vec.npy``. Built through the CLI in its own process (its own local Ray).
+    ``wav2vec.npy``. Built in this process on the session's local Ray.
     """
-    import subprocess
-    import sys
+    from rich.console import Console
+
+    from aniportrait.media.cut import CutSettings
+    from datasets_spec import sample
+    from pipelines.build.config import BuildConfig
+    from pipelines.build.run import run_build
 
     out = tmp_path_factory.mktemp("feature_shards") / "out"
-    done = subprocess.run([sys.executable, "-m", "cli", "build", "--dataset", "sample", "--out", str(out),
-                           "--size", "256", "--wav2vec2", str(tiny_wav2vec2), "--workers", "2"],
-                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = BuildConfig(dataset="sample", out=str(out), work_dir=str(out / "_work"), mirror=str(sample.default_mirror()),
+                      workers=2, cut=CutSettings(size=256), wav2vec2=str(tiny_wav2vec2))
+    result = run_build(cfg, Console(file=io.StringIO()))
+    assert result.failed == 0, [s.error for s in result.states if s.error]
     return out
 
 
