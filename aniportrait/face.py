@@ -49,9 +49,13 @@ def face_arrays(track: FaceTrack) -> FaceArrays:
     lmks3d = np.full((frames, NUM_VERTICES, 3), np.nan, np.float32)
     trans_mat = np.full((frames, 4, 4), np.nan, np.float32)
     pose6d = np.full((frames, 6), np.nan, np.float32)
-    for i in np.flatnonzero(track.has_face):
-        mesh, matrix = landmarks_to_mesh(track.lmks[i].astype(np.float64), track.width, track.height)
-        lmks3d[i], trans_mat[i], pose6d[i] = mesh, matrix, matrix_to_pose6d(matrix)
+    faces = np.flatnonzero(track.has_face)
+    matrices = np.zeros((len(faces), 4, 4))
+    for row, i in enumerate(faces):
+        lmks3d[i], matrices[row] = landmarks_to_mesh(track.lmks[i].astype(np.float64), track.width, track.height)
+    trans_mat[faces] = matrices
+    if len(faces):
+        pose6d[faces] = matrix_to_pose6d(matrices)  # one call for the clip: the same values as per frame
     return FaceArrays(track.lmks, lmks3d, trans_mat, pose6d, track.blendshapes, track.has_face)
 
 

@@ -381,12 +381,17 @@ class FaceImageStats:
         self.sharpness: list[float] = []
         self.brightness: list[float] = []
 
-    def add(self, frame: np.ndarray, box: np.ndarray) -> None:
-        """Feed the next frame and its face box (``x0, y0, x1, y1``; empty without a face)."""
+    def wants_next(self) -> bool:
+        """Whether the next frame fed is one that is measured (the others need no face box)."""
+        return self.count % self.step == 0
+
+    def add(self, frame: np.ndarray, box: np.ndarray | None) -> None:
+        """Feed the next frame and its face box (``x0, y0, x1, y1``; empty without a face;
+        ``None`` only for a frame :meth:`wants_next` said is not measured)."""
         index, self.count = self.count, self.count + 1
         if index % self.step:
             return
-        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = (int(v) for v in box)  # type: ignore[union-attr]
         if x1 - x0 < 3 or y1 - y0 < 3:
             return
         grey = cv2.cvtColor(frame[y0:y1, x0:x1], self.to_grey)
@@ -418,6 +423,9 @@ class FrameScores:
         """Feed the next frame with its normalised landmarks (``None`` without a face)."""
         self.height, self.width = frame.shape[:2]
         self.cuts.add(frame)
+        if not self.stats.wants_next():
+            self.stats.add(frame, None)
+            return
         found = np.array([lmks is not None])
         rows = lmks[None] if lmks is not None else np.full((1, 1, 3), np.nan)
         self.stats.add(frame, face_boxes(rows, found, self.width, self.height)[0])
