@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from aniportrait.format import HAS_FACE, LANDMARKS, POSE_VIDEO
-from aniportrait.media.encode import encode_rgb_lossless
+from aniportrait.media.encode import LOSSLESS_RGB, encode_rgb_lossless
 from aniportrait.render import draw_pose_image
 from aniportrait.schema import ClipState
 from aniportrait.storage import local_atomic_path
@@ -29,7 +29,7 @@ class RenderPose(ClipStage):
     name = "render"
 
     def __init__(self, work_dir: str, upstream_hash: str = "") -> None:
-        super().__init__(work_dir, {"encoder": "libx264rgb-qp0"}, upstream_hash)
+        super().__init__(work_dir, {"encoder": LOSSLESS_RGB}, upstream_hash)
 
     def constructor_kwargs(self) -> dict[str, object]:
         return {"work_dir": self.work.uri, "upstream_hash": self.upstream_hash}
