@@ -50,7 +50,7 @@ from pipelines.build.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain
 from pipelines.build.stages.cut import CutClip
 from pipelines.build.stages.face import ExtractFace
 from pipelines.build.stages.fetch import STAGE as DOWNLOAD_STAGE
-from pipelines.build.stages.fetch import ORIGINS, FetchSource, GateActor
+from pipelines.build.stages.fetch import ORIGINS, BuildGate, FetchSource, from_mirror
 from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.build.stages.render import RenderPose
 from pipelines.build.versions import tool_versions
@@ -217,7 +217,7 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     downloads: dict[str, Any] = {}
     with make_progress(console) as progress:
         started = time.perf_counter()
-        gate = None if cfg.no_download else GateActor.start(cfg.download_rate, cfg.max_bot_checks)
+        gate = BuildGate(cfg.download_rate, cfg.max_bot_checks, enabled=not cfg.no_download)
         try:
             if pending:
                 states += _process(cfg, stages, pending, workers, progress, metrics, gate)
@@ -228,9 +228,7 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
                 if pending_parts:
                     states += _process(cfg, stages, pending_parts, workers, progress, metrics, gate)
         finally:
-            if gate is not None:
-                downloads = gate.stats()
-                gate.stop()
+            downloads = gate.close()
         timings["process"] = time.perf_counter() - started
         started = time.perf_counter()
         states.sort(key=lambda s: s.record.clip_id)
@@ -292,8 +290,12 @@ def _forget_failures(stages: list[ClipStage], failed: dict[str, str]) -> None:
 
 
 def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,
-             progress: Any, metrics: StageMetrics, gate: GateActor | None) -> list[ClipState]:
+             progress: Any, metrics: StageMetrics, gate: BuildGate) -> list[ClipState]:
     """Run the clip stages over ``pending`` on Ray; add the chain's metrics to ``metrics``.
+
+    Clips whose source the driver finds in the mirror go straight to the clip workers; the
+    others go through a pool of download workers first (and start the download ``gate``).
+    Clips are handed out longest first, so the last clips to finish are short ones.
 
     A chain actor that dies (killed, out of memory, node lost) is restarted and its clip
     runs again: Ray Data's default for actor pools (``max_restarts=-1``,
@@ -301,15 +303,18 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     stages are restored from their markers. A full disk, or the download ``gate`` stopping
     the downloads, stops the build with :class:`SetupError`; finished clips stay.
     """
-    # Small blocks (one clip each up to MAX_BLOCKS) so every worker gets clips at once.
-    rows = [state.to_row() for state in pending]
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
-    ds = ds.map(FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
-                                                    "retries": cfg.download_retries,
-                                                    "settings": cfg.download_settings(),
-                                                    "no_download": cfg.no_download,
-                                                    "gate": gate.name if gate else None},
-                compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(rows))), num_cpus=0)
+    rows = [state.to_row() for state in sorted(pending, key=_longest_first)]
+    mirrored = [from_mirror(row, cfg.mirror) for row in rows]
+    ready = [row for row in mirrored if row is not None]
+    to_fetch = [row for row, found in zip(rows, mirrored) if found is None]
+    inputs = [_blocks(ready)] if ready else []
+    if to_fetch:
+        inputs.append(_blocks(to_fetch).map(
+            FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
+                                                "retries": cfg.download_retries, "settings": cfg.download_settings(),
+                                                "no_download": cfg.no_download, "gate": gate.name()},
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(to_fetch))), num_cpus=0))
+    ds = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
     gpus = int(ray.cluster_resources().get("GPU", 0))
     # With GPUs in the cluster, the chain splits at its first GPU stage: CPU actors run
     # the stages before it, GPU actors the rest.
@@ -340,6 +345,18 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
         failed = sum(s.status == STATUS_FAILED for s in finished)
         progress.update(task, advance=1, note=f"{failed} failed" if failed else "")
     return finished
+
+
+def _longest_first(state: ClipState) -> tuple[float, str]:
+    """Sort key: the longest clips first (ties by id)."""
+    start, end = state.record.time_span()
+    return (start - end, state.record.clip_id)
+
+
+def _blocks(rows: list[dict[str, Any]]) -> ray.data.Dataset:
+    """A dataset of ``rows`` in small blocks (one clip each, up to MAX_BLOCKS) so every worker
+    gets clips at once."""
+    return ray.data.from_items(rows, override_num_blocks=min(len(rows), MAX_BLOCKS))
 
 
 @dataclass

@@ -103,6 +103,35 @@ class GateActor:
         ray.kill(self.handle)
 
 
+class BuildGate:
+    """The build's download gate, started when a clip first needs the download workers (a
+    build whose sources are all in the mirror starts none); ``enabled=False`` (``--no-download``)
+    never starts one."""
+
+    def __init__(self, rate_per_min: float | None, max_bot_checks: int, enabled: bool = True) -> None:
+        self.rate_per_min = rate_per_min
+        self.max_bot_checks = max_bot_checks
+        self.enabled = enabled
+        self.actor: GateActor | None = None
+
+    def name(self) -> str | None:
+        """The gate actor's name for :class:`FetchSource` (``None``: no gate)."""
+        if not self.enabled:
+            return None
+        if self.actor is None:
+            self.actor = GateActor.start(self.rate_per_min, self.max_bot_checks)
+        return self.actor.name
+
+    def close(self) -> dict[str, Any]:
+        """Stop the gate; its :meth:`~aniportrait.media.throttle.DownloadGate.stats` (empty when never started)."""
+        if self.actor is None:
+            return {}
+        stats = self.actor.stats()
+        self.actor.stop()
+        self.actor = None
+        return stats
+
+
 class _RemoteGate:
     """The build's gate, looked up by name from a download worker and asked synchronously."""
 
@@ -117,6 +146,27 @@ class _RemoteGate:
 
     def stop_message(self) -> str:
         return ray.get(self.actor.stop_message.remote())
+
+
+def fetched_row(state: ClipState, origins: dict[str, str], halt: str = "") -> dict[str, Any]:
+    """The row the fetch step hands to the clip stages: the clip, where its source came from,
+    and why the downloads stopped (empty while they go on)."""
+    return {**state.to_row(), METRICS_COLUMN: json.dumps(clip_metrics(sources=origins)), HALT_COLUMN: halt}
+
+
+def from_mirror(row: dict[str, Any], mirror: str | None) -> dict[str, Any] | None:
+    """The fetched row of a clip whose source this process finds in ``mirror`` (what
+    :class:`FetchSource` would give it), else ``None``: the driver resolves mirrored sources
+    itself, so a build from a mirror starts no download workers. (A mirror the driver cannot
+    see, a cluster's, leaves every clip to the workers.)"""
+    if not mirror:
+        return None
+    state = ClipState.from_row(row)
+    found = find_in_mirror(mirror, state.record.mirror_names)
+    if found is None:
+        return None
+    state.source_path = str(found)
+    return fetched_row(state, {state.record.source_id: "mirror"})
 
 
 class FetchSource:
@@ -152,7 +202,7 @@ class FetchSource:
             state.fail(STAGE, error, reason_of(exc))
             if isinstance(exc, DownloadError):
                 state.info.download_reason = exc.reason
-        return {**state.to_row(), METRICS_COLUMN: json.dumps(clip_metrics(sources=origins)), HALT_COLUMN: halt}
+        return fetched_row(state, origins, halt)
 
     def fetch(self, job: SourceJob) -> tuple[Path, str]:
         """Local path of the source video and where it came from (one of :data:`ORIGINS`);
