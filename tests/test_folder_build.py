@@ -89,6 +89,7 @@ def test_folder_build_cuts_crops_and_reports(first: tuple[Path, BuildResult], vi
     for clip_id, centre in centres.items():
         assert np.abs(centre - 0.5).max() <= 0.10, (clip_id, centre)
     assert result.failed == 1
+    assert result.sources == {"folder": 2}, "both videos with clips are read where they are, nothing is fetched"
 
 
 def test_two_folder_builds_are_byte_identical(first: tuple[Path, BuildResult], videos: Path,

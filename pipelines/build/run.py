@@ -50,7 +50,7 @@ from pipelines.build.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain
 from pipelines.build.stages.cut import CutClip
 from pipelines.build.stages.face import ExtractFace
 from pipelines.build.stages.fetch import STAGE as DOWNLOAD_STAGE
-from pipelines.build.stages.fetch import ORIGINS, BuildGate, FetchSource, from_mirror
+from pipelines.build.stages.fetch import ORIGINS, BuildGate, FetchSource, resolved_here
 from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.build.stages.render import RenderPose
 from pipelines.build.versions import tool_versions
@@ -186,10 +186,11 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     console = console or Console(stderr=True)
     cfg = cfg.resolved()
     records, unreadable = load_records(cfg)
+    local_files: dict[str, str] = {}
     if datasets_spec.get(cfg.dataset).automatic_clips:  # whole videos: cut them into clips first
         init_ray(cfg.address)
         try:
-            cfg, records, no_clips = segment_sources(cfg, records)
+            records, no_clips, local_files = segment_sources(cfg, records)
         except ValueError as exc:
             raise SetupError(str(exc)) from exc
         unreadable += no_clips
@@ -220,13 +221,13 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         gate = BuildGate(cfg.download_rate, cfg.max_bot_checks, enabled=not cfg.no_download)
         try:
             if pending:
-                states += _process(cfg, stages, pending, workers, progress, metrics, gate)
+                states += _process(cfg, stages, pending, local_files, workers, progress, metrics, gate)
             parts = sub_clips(states, cfg.cut.fps)
             if parts:
                 done_parts, pending_parts = _resume(stages[-1], parts, stage_names)
                 states += done_parts
                 if pending_parts:
-                    states += _process(cfg, stages, pending_parts, workers, progress, metrics, gate)
+                    states += _process(cfg, stages, pending_parts, local_files, workers, progress, metrics, gate)
         finally:
             downloads = gate.close()
         timings["process"] = time.perf_counter() - started
@@ -253,8 +254,10 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
 
 def _sources_summary(sources: dict[str, int], downloads: dict[str, Any]) -> str:
     """One line: where this run's sources came from, and the download gate's back-offs."""
-    names = {"mirror": "from the mirror", "work": "downloaded earlier (work area)", "network": "downloaded now"}
-    line = "sources: " + ", ".join(f"{sources.get(origin, 0)} {names[origin]}" for origin in ORIGINS)
+    names = {"folder": "read where they are", "mirror": "from the mirror", "work": "downloaded earlier (work area)",
+             "network": "downloaded now"}
+    shown = [origin for origin in ORIGINS if origin != "folder" or sources.get(origin)]
+    line = "sources: " + ", ".join(f"{sources.get(origin, 0)} {names[origin]}" for origin in shown)
     if downloads.get("bot_checks"):
         line += (f"; {downloads['bot_checks']} bot checks or HTTP 429 answers, downloads spaced up to "
                  f"{downloads['longest_interval_s']:.3g} s apart")
@@ -289,12 +292,13 @@ def _forget_failures(stages: list[ClipStage], failed: dict[str, str]) -> None:
         work.delete_marker(source_id, DOWNLOAD_STAGE, kind="sources")
 
 
-def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], workers: int,
-             progress: Any, metrics: StageMetrics, gate: BuildGate) -> list[ClipState]:
+def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState], local_files: dict[str, str],
+             workers: int, progress: Any, metrics: StageMetrics, gate: BuildGate) -> list[ClipState]:
     """Run the clip stages over ``pending`` on Ray; add the chain's metrics to ``metrics``.
 
-    Clips whose source the driver finds in the mirror go straight to the clip workers; the
-    others go through a pool of download workers first (and start the download ``gate``).
+    Clips whose source the driver has at hand (``local_files``: source id -> video read in
+    place, or found in the mirror) go straight to the clip workers; the others go through a
+    pool of download workers first (and start the download ``gate``).
     Clips are handed out longest first, so the last clips to finish are short ones.
 
     A chain actor that dies (killed, out of memory, node lost) is restarted and its clip
@@ -304,7 +308,7 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     the downloads, stops the build with :class:`SetupError`; finished clips stay.
     """
     rows = [state.to_row() for state in sorted(pending, key=_longest_first)]
-    mirrored = [from_mirror(row, cfg.mirror) for row in rows]
+    mirrored = [resolved_here(row, cfg.mirror, local_files) for row in rows]
     ready = [row for row in mirrored if row is not None]
     to_fetch = [row for row, found in zip(rows, mirrored) if found is None]
     inputs = [_blocks(ready)] if ready else []

@@ -11,9 +11,10 @@ change without a rescan.
 Each clip record's id is ``<source id>-t<start in ms, 7 digits>``; its crop is the
 segment's box as a ``pixels`` :class:`~aniportrait.schema.CropSpec` of the source frame,
 its provenance names the file, why the clip starts and ends where it does, and the crop
-rule. The clip stage finds the source through a folder of symlinks in the work area
-(``folder_mirror/<source id><ext>``), given to the fetch stage as its mirror. A source
-that cannot be read, or has no clip, becomes one failed manifest row (id: the source id).
+rule. The driver hands each clip its video's path (read where it is, no copy or link), so
+the work area may be any store; on a cluster the folder must be at the same path on every
+node. A source that cannot be read, or has no clip, becomes one failed manifest row (id:
+the source id).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import os
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +30,6 @@ from typing import Any
 import ray
 
 from aniportrait.face import DEFAULT_MODEL
-from aniportrait.media.download import VIDEO_EXTENSIONS
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipRecord, ClipState, CropSpec
 from aniportrait.segment import DETECT_STEP, Segment, SegmentSettings, SourceScan, plan_segments, scan_source
@@ -39,7 +38,6 @@ from pipelines.build.workarea import WorkArea
 from pipelines.runtime import describe_error
 
 STAGE = "segment"
-MIRROR_DIR = "folder_mirror"
 
 
 def crop_rule(settings: SegmentSettings) -> str:
@@ -50,20 +48,17 @@ def crop_rule(settings: SegmentSettings) -> str:
             "box's larger side around its median centre, black beyond the frame (as the official crop_face)")
 
 
-def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[BuildConfig, list[ClipRecord],
-                                                                           list[ClipState]]:
-    """Clip records of the ``sources`` and the failed rows of those without clips, sorted by
-    id and cut together to the first ``cfg.limit`` (clips, as for every dataset: the sources
-    are scanned in id order only until that many are planned); the config comes back with
-    its mirror set to the symlinks of the sources. Needs Ray started."""
+def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[list[ClipRecord], list[ClipState],
+                                                                           dict[str, str]]:
+    """Clip records of the ``sources``, the failed rows of those without clips (both sorted
+    by id and cut together to the first ``cfg.limit`` clips, as for every dataset: the
+    sources are scanned in id order only until that many are planned), and the video file of
+    each source with clips (source id -> absolute path, read where it is). Needs Ray started."""
     if cfg.segment is None or cfg.metadata is None:
         raise ValueError("segmentation needs segment settings and the videos' folder (--metadata)")
-    if "://" in cfg.work_dir:
-        raise ValueError("the folder dataset needs a local --work-dir (its sources are linked there)")
-    mirror = WorkArea(cfg.work_dir).root / MIRROR_DIR
-    mirror.mkdir(parents=True, exist_ok=True)
     records: list[ClipRecord] = []
     failed: list[ClipState] = []
+    files: dict[str, str] = {}
     for source, payload in _scans(cfg, sorted(sources, key=lambda r: r.source_id)):
         if "error" in payload:
             failed.append(_failed(source, payload["error"], payload["reason"]))
@@ -73,14 +68,14 @@ def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[BuildC
             if not segments:
                 failed.append(_failed(source, _no_clips(found, cfg.segment), "no_clips"))
             else:
-                _link(mirror, source.source_id, Path(cfg.metadata) / source.provenance["file"])
+                files[source.source_id] = str((Path(cfg.metadata) / source.provenance["file"]).resolve())
                 records += [_record(source, s, found, cfg.segment) for s in segments]
         if cfg.limit and len(records) + len(failed) >= cfg.limit:
             break
     entries = sorted([*records, *failed], key=lambda e: e.clip_id if isinstance(e, ClipRecord) else e.record.clip_id)
     entries = entries[: cfg.limit] if cfg.limit else entries
-    return (dataclasses.replace(cfg, mirror=str(mirror)), [e for e in entries if isinstance(e, ClipRecord)],
-            [e for e in entries if isinstance(e, ClipState)])
+    kept = [e for e in entries if isinstance(e, ClipRecord)]
+    return kept, [e for e in entries if isinstance(e, ClipState)], {r.source_id: files[r.source_id] for r in kept}
 
 
 def _scans(cfg: BuildConfig, sources: list[ClipRecord]) -> Iterator[tuple[ClipRecord, dict[str, Any]]]:
@@ -156,13 +151,3 @@ def _no_clips(found: SourceScan, settings: SegmentSettings) -> str:
     return (f"no stretch of at least {settings.min_clip_s:g} s with a face in one shot: a face on "
             f"{len(found.faces)} of {sampled} sampled frames, {len(found.scene_cuts)} scene cuts, "
             f"{found.duration_s:g} s")
-
-
-def _link(mirror: Path, source_id: str, path: Path) -> None:
-    """``mirror/<source id><ext>`` -> the video (replaced atomically; a known extension for the mirror lookup)."""
-    ext = path.suffix.lower() if path.suffix.lower() in VIDEO_EXTENSIONS else ".mkv"
-    link = mirror / f"{source_id}{ext}"
-    tmp = mirror / f".{source_id}.link-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(path.resolve())
-    os.replace(tmp, link)

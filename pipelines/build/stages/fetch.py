@@ -46,8 +46,9 @@ STAGE = "download"
 MARKER_VERSION = "v1"
 #: Tries of a source that meets a bot check or HTTP 429, each after the gate's back-off.
 BOT_CHECK_TRIES = 3
-#: Where a clip's source came from, in the order the build summary lists them.
-ORIGINS = ("mirror", "work", "network")
+#: Where a clip's source came from, in the order the build summary lists them (``folder``:
+#: read where it is, ``--dataset folder``).
+ORIGINS = ("folder", "mirror", "work", "network")
 
 
 class DownloadsStopped(Exception):
@@ -154,19 +155,24 @@ def fetched_row(state: ClipState, origins: dict[str, str], halt: str = "") -> di
     return {**state.to_row(), METRICS_COLUMN: json.dumps(clip_metrics(sources=origins)), HALT_COLUMN: halt}
 
 
-def from_mirror(row: dict[str, Any], mirror: str | None) -> dict[str, Any] | None:
-    """The fetched row of a clip whose source this process finds in ``mirror`` (what
-    :class:`FetchSource` would give it), else ``None``: the driver resolves mirrored sources
-    itself, so a build from a mirror starts no download workers. (A mirror the driver cannot
-    see, a cluster's, leaves every clip to the workers.)"""
-    if not mirror:
-        return None
+def resolved_here(row: dict[str, Any], mirror: str | None, files: dict[str, str]) -> dict[str, Any] | None:
+    """The fetched row of a clip whose source this process has at hand, else ``None``.
+
+    ``files`` maps source ids to videos read where they are (``--dataset folder``); other
+    sources are looked up in ``mirror`` (what :class:`FetchSource` would find). The driver
+    resolves these itself, so a build from a mirror or a folder starts no download workers.
+    (A mirror the driver cannot see, a cluster's, leaves every clip to the workers.)
+    """
     state = ClipState.from_row(row)
-    found = find_in_mirror(mirror, state.record.mirror_names)
+    source_id = state.record.source_id
+    if source_id in files:
+        state.source_path = files[source_id]
+        return fetched_row(state, {source_id: "folder"})
+    found = find_in_mirror(mirror, state.record.mirror_names) if mirror else None
     if found is None:
         return None
     state.source_path = str(found)
-    return fetched_row(state, {state.record.source_id: "mirror"})
+    return fetched_row(state, {source_id: "mirror"})
 
 
 class FetchSource:
