@@ -1,9 +1,10 @@
 """``aniportrait-data build``: metadata -> Ray Data stages -> deterministic shards.
 
-Phase 1 (process, streaming on Ray Data): one row per source video is fetched (mirror
-or yt-dlp), split into one row per clip, and each clip stage runs in an actor pool,
-writing files and a done marker into the work area. Rows carry paths and small facts,
-never decoded frames. Phase 2 (pack): finished clips, sorted by id, become shards, then
+Phase 1 (process, streaming on Ray Data): one row per clip, longest first. A clip whose
+source the driver finds (in the mirror, or a ``folder`` video read in place) goes straight
+to the clip workers; the others first pass a pool of download workers (yt-dlp, once per
+source). The clip stages run in one actor pool, writing files and a done marker into the
+work area. Rows carry paths and small facts, never decoded frames. Phase 2 (pack): finished clips, sorted by id, become shards, then
 the manifest, then ``release.json``. Shards are planned per release generation and only
 those whose content changed are written (see ``pipelines.build.pack`` and ``pipelines.build.release``).
 """

@@ -1,5 +1,8 @@
 """Download stage: each clip gets its source video, fetched once per source.
 
+The driver resolves what it has at hand itself (:func:`resolved_here`: the mirror, the
+``folder`` dataset's videos); :class:`FetchSource` workers take the rest.
+
 A source is taken from the ``--mirror`` folder when it holds it (by YouTube id or by
 the dataset's video name), else from an earlier download in the work area, otherwise
 downloaded with yt-dlp into the work area (never with ``--no-download``: the clip then
