@@ -318,7 +318,7 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
             FetchSource, fn_constructor_kwargs={"work_dir": cfg.work_dir, "mirror": cfg.mirror,
                                                 "retries": cfg.download_retries, "settings": cfg.download_settings(),
                                                 "no_download": cfg.no_download, "gate": gate.name()},
-            compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, len(to_fetch))), num_cpus=0))
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.download_workers, _sources(to_fetch))), num_cpus=0))
     ds = inputs[0].union(*inputs[1:]) if len(inputs) > 1 else inputs[0]
     gpus = int(ray.cluster_resources().get("GPU", 0))
     # With GPUs in the cluster, the chain splits at its first GPU stage: CPU actors run
@@ -356,6 +356,12 @@ def _longest_first(state: ClipState) -> tuple[float, str]:
     """Sort key: the longest clips first (ties by id)."""
     start, end = state.record.time_span()
     return (start - end, state.record.clip_id)
+
+
+def _sources(rows: list[dict[str, Any]]) -> int:
+    """How many source videos ``rows`` need: more download workers than that would only
+    wait on a source's lock."""
+    return len({ClipState.from_row(row).record.source_id for row in rows})
 
 
 def _blocks(rows: list[dict[str, Any]]) -> ray.data.Dataset:
