@@ -19,7 +19,7 @@ from aniportrait.media.probe import MediaError, check_tool
 
 #: Options of the lossless RGB H.264 the render stage writes (``libx264rgb -qp 0``, bit-exact).
 #: Chosen by ``benchmarks/bench_stages.py`` on real 512x512 pose images: ``ultrafast`` with
-#: CABAC, 3 reference frames and 8x8 partitions back on encodes 1.5-1.7x faster than
+#: CABAC, 3 reference frames and 8x8 partitions back on encodes 1.5-1.8x faster than
 #: ``veryfast`` and 10-14% smaller (plain ``ultrafast``: 2-2.5x faster, 2.7x the bytes).
 #: Any preset at ``-qp 0`` is lossless.
 LOSSLESS_RGB = ["-c:v", "libx264rgb", "-qp", "0", "-preset", "ultrafast",
