@@ -4,9 +4,10 @@ Phase 1 (process, streaming on Ray Data): one row per clip, longest first. A cli
 source the driver finds (in the mirror, or a ``folder`` video read in place) goes straight
 to the clip workers; the others first pass a pool of download workers (yt-dlp, once per
 source). The clip stages run in one actor pool, writing files and a done marker into the
-work area. Rows carry paths and small facts, never decoded frames. Phase 2 (pack): finished clips, sorted by id, become shards, then
-the manifest, then ``release.json``. Shards are planned per release generation and only
-those whose content changed are written (see ``pipelines.build.pack`` and ``pipelines.build.release``).
+work area. Rows carry paths and small facts, never decoded frames. Phase 2 (pack):
+finished clips, sorted by id, become shards, then the manifest, then ``release.json``.
+Shards are planned per release generation and only those whose content changed are
+written (see ``pipelines.build.pack`` and ``pipelines.build.release``).
 """
 
 from __future__ import annotations
@@ -309,9 +310,9 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     the downloads, stops the build with :class:`SetupError`; finished clips stay.
     """
     rows = [state.to_row() for state in sorted(pending, key=_longest_first)]
-    mirrored = [resolved_here(row, cfg.mirror, local_files) for row in rows]
-    ready = [row for row in mirrored if row is not None]
-    to_fetch = [row for row, found in zip(rows, mirrored) if found is None]
+    resolved = [resolved_here(row, cfg.mirror, local_files) for row in rows]
+    ready = [row for row in resolved if row is not None]
+    to_fetch = [row for row, found in zip(rows, resolved) if found is None]
     inputs = [_blocks(ready)] if ready else []
     if to_fetch:
         inputs.append(_blocks(to_fetch).map(
