@@ -149,8 +149,10 @@ def test_one_stage1_training_forward_matches_the_official_step(golden: dict[str,
     with torch.no_grad():
         features = models.pose_guider(pose)
         for level, ours in enumerate(features):
+            # float32 convolutions sum in a CPU's own order (AVX2 and AVX-512 kernels differ by
+            # up to 5e-5 here), the same bound as the predictions' below
             torch.testing.assert_close(ours, torch.from_numpy(golden[f"step/pose_fea{level}"][:, :, 0]),
-                                       atol=1e-5, rtol=1e-5)
+                                       atol=1e-4, rtol=1e-4)
         predictions = {}
         for name, keep in (("noise_pred_fp32bank", True), ("noise_pred_noref", False)):
             predictions[name] = net(latents, timestep, reference, context, pose, torch.tensor([keep]))
