@@ -31,6 +31,9 @@ What one run prints:
 3. **fixed costs** on the embedded ``sample`` (3 clips, 9 clip-seconds), same children:
    Ray start, process overhead, pack, the whole fixed cost (wall minus stage seconds /
    workers; goal <= 6 s) and wall / process-phase work (stage seconds / workers; goal <= 2x).
+   Then (unless ``--no-running-ray``) two sample builds in a row at the largest worker
+   count on one Ray kept running between them (``--address``, as after ``ray start
+   --head``): the fixed cost without Ray's start and shutdown, first and warm.
 4. ``--scale 36,144,576`` (off by default: a 576-clip build takes about 11 minutes here): the
    same workload repeated under new YouTube ids (new mirror names, same files) to N clips,
    built with the largest worker count and then built again into the same folders
@@ -53,7 +56,7 @@ cost at all. The fixed costs are the rest: start-up, Ray start, actor start-up (
 pack and shutdown.
 
     python benchmarks/bench_throughput.py [--repeats 1] [--workers 1,2] [--scale 36,144]
-                                          [--keep DIR] [--media DIR]
+                                          [--no-running-ray] [--keep DIR] [--media DIR]
 """
 
 from __future__ import annotations
@@ -373,10 +376,11 @@ def child_main(spec: dict[str, Any]) -> None:
 
     imported = time.time()
     cpu = TreeCpu()
-    init_ray(None)
+    init_ray(spec["address"])
     ray_started = time.time()
     cfg = BuildConfig(dataset=spec["dataset"], out=spec["out"], work_dir=spec["work"], metadata=spec["metadata"],
-                      mirror=spec["mirror"], workers=spec["workers"], shard_samples=spec["shard_samples"])
+                      mirror=spec["mirror"], address=spec["address"], workers=spec["workers"],
+                      shard_samples=spec["shard_samples"])
     result = run_build(cfg, Console(quiet=True))
     built = time.time()
     cpu_s = cpu.stop()
@@ -456,10 +460,14 @@ class TreeCpu:
 
 
 def child_build(label: str, workers: int, dataset: str, out: Path, work: Path, metadata: str | None,
-                mirror: str) -> BuildRun:
-    """Run one build in a child process; the wall time is the child's whole life."""
+                mirror: str, address: str | None = None) -> BuildRun:
+    """Run one build in a child process; the wall time is the child's whole life.
+
+    With ``address`` the child connects to that running Ray (``--address``) instead of
+    starting its own; its ``ray.shutdown`` then only disconnects.
+    """
     spec = {"dataset": dataset, "out": str(out), "work": str(work), "metadata": metadata, "mirror": mirror,
-            "workers": workers, "shard_samples": SHARD_SAMPLES, "launched": time.time()}
+            "address": address, "workers": workers, "shard_samples": SHARD_SAMPLES, "launched": time.time()}
     code = code_fingerprint()
     started = time.perf_counter()
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
@@ -475,12 +483,43 @@ def child_build(label: str, workers: int, dataset: str, out: Path, work: Path, m
                     r["manifest_sha256"], r["cpu_s"], code, code != code_fingerprint())
 
 
-def fresh_build(root: Path, label: str, workers: int, dataset: str, metadata: str | None, mirror: str) -> BuildRun:
+def fresh_build(root: Path, label: str, workers: int, dataset: str, metadata: str | None, mirror: str,
+                address: str | None = None) -> BuildRun:
     """A build into new ``out-<label>`` and ``work-<label>`` folders."""
     out, work = root / f"out-{label}", root / f"work-{label}"
     for folder in (out, work):
         shutil.rmtree(folder, ignore_errors=True)
-    return child_build(label, workers, dataset, out, work, metadata, mirror)
+    return child_build(label, workers, dataset, out, work, metadata, mirror, address)
+
+
+#: The program of the process that holds a running Ray for :class:`RunningRay`.
+_HOLD_RAY = """
+import sys, ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()
+ray.shutdown()
+"""
+
+
+class RunningRay:
+    """A local Ray that outlives single builds, as ``ray start --head`` keeps one for
+    ``--address auto``: a helper process starts it, prints its address and shuts it down
+    when its stdin closes (its own Ray only; nothing else on the machine is touched)."""
+
+    def __init__(self, cpus: int) -> None:
+        # no token authentication on this loopback-only Ray (``ray start --head`` turns it on)
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+        self.process = subprocess.Popen([sys.executable, "-c", _HOLD_RAY, str(cpus)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+        self.address = self.process.stdout.readline().strip()
+        if not self.address:
+            raise SystemExit("the helper process could not start Ray")
+
+    def close(self) -> None:
+        """Shut the helper's Ray down and wait for it."""
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
 
 
 # ---------------------------------------------------------------- report
@@ -657,11 +696,30 @@ def run_all(args: argparse.Namespace, root: Path, console: Console) -> None:
     report_stages(everyone, console)
     report_identity(everyone, console)
     sample_runs = [r for runs in samples.values() for r in runs]
+    if args.running_ray:
+        sample_runs += running_ray_samples(max(args.workers), root, sample_mirror, console)
     report_phases("fixed costs on the embedded sample (goals: fixed <= 6 s, wall <= 2x stage/w)", sample_runs, console)
     report_stages(sample_runs, console)
     report_identity(sample_runs, console)
     if args.scale:
         report_scale(scale_runs(args.scale, max(args.workers), files, durations, root, console), console)
+
+
+def running_ray_samples(workers: int, root: Path, mirror: str, console: Console) -> list[BuildRun]:
+    """Two sample builds in a row on one running Ray: the Ray start leaves the fixed cost,
+    and the second build finds the pooled workers the first one left (the shard writer's
+    imports done)."""
+    held = RunningRay(workers)
+    try:
+        runs = []
+        for n in (1, 2):
+            run = fresh_build(root, f"running-{n}", workers, "sample", None, mirror, held.address)
+            run.label = f"sample-{workers} on a running Ray, build {n}"
+            console.print(f"{run.label}: {run.wall_s:.1f} s, {run.ok}/{run.clips} ok; {_load()}")
+            runs.append(run)
+        return runs
+    finally:
+        held.close()
 
 
 def _load() -> str:
@@ -682,6 +740,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="passes of every method (default 1)")
     parser.add_argument("--workers", type=_counts, default=[1, 2], help="worker counts (default 1,2)")
     parser.add_argument("--scale", type=_counts, default=[], help="clip counts, e.g. 36,144,576 (default: off)")
+    parser.add_argument("--no-running-ray", dest="running_ray", action="store_false",
+                        help="skip the two sample builds on a running Ray (--address)")
     parser.add_argument("--keep", type=Path, help="keep every output in this folder (default: a temporary one)")
     parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA, help="the real media folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
