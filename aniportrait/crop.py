@@ -62,13 +62,21 @@ def resolve_crop(spec: CropSpec | None, frame_w: int, frame_h: int) -> PixelBox:
 
 def _padded(box: tuple[int, int, int, int], frame_w: int, frame_h: int) -> PixelBox:
     """The whole ``box`` with the black border it needs, rounded up to even pixels (a 4:2:0
-    frame is padded in whole chroma samples, so an odd margin would move the picture)."""
+    frame is padded in whole chroma samples, so an odd margin would move the picture).
+
+    The padded frame is even-sized too: ffmpeg rounds an odd padded size of a 4:2:0 frame
+    down, below the picture, and fails. An odd frame gets one more column on the right
+    (row at the bottom), outside the box.
+    """
     def even(margin: int) -> int:
         return max(0, margin) + max(0, margin) % 2
 
     x0, y0, x1, y1 = box
-    border = (even(-x0), even(-y0), even(x1 - frame_w), even(y1 - frame_h))
-    return PixelBox(x0, y0, x1 - x0, y1 - y0, border)
+    left, top, right, bottom = even(-x0), even(-y0), even(x1 - frame_w), even(y1 - frame_h)
+    if left or top or right or bottom:
+        right += frame_w % 2
+        bottom += frame_h % 2
+    return PixelBox(x0, y0, x1 - x0, y1 - y0, (left, top, right, bottom))
 
 
 def _scale_pixels(spec: CropSpec, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:

@@ -144,3 +144,22 @@ def _first_rgb_frame(video: Path, size: int) -> np.ndarray:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-frames:v", "1", "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(size, size, 3)
+
+
+@pytest.mark.parametrize("spec", [CropSpec("pixels", -127, 40, 257, 424, pad=True),  # beyond the left and bottom
+                                  CropSpec("pixels", 300, -60, 560, 200, pad=True)])  # beyond the top and right
+def test_a_padded_box_on_an_odd_sized_420_frame(media_dir: Path, tmp_path: Path, spec: CropSpec) -> None:
+    """A 4:2:0 frame of odd size is padded to an even one (ffmpeg would round an odd padded
+    size down, below the picture, and fail the clip); the part beyond the frame is black."""
+    source = tmp_path / "odd_420.webm"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(media_dir / "talking_hdtf_radio10_0.mp4"), "-t", "0.5",
+                    "-vf", "scale=511:383", "-pix_fmt", "yuv420p", "-c:v", "libvpx-vp9", "-deadline", "realtime",
+                    "-an", str(source)], check=True)
+    box = resolve_crop(spec, 511, 383)
+    left, top, right, bottom = box.border
+    assert (511 + left + right) % 2 == 0 and (383 + top + bottom) % 2 == 0
+    video, _, frames = _cut(source, tmp_path, (0.0, 0.5), spec, CutSettings(size=128))
+    assert frames == 15 and probe(video).width == 128
+    out = _first_rgb_frame(video, 128)
+    outside = out[:, :40] if spec.x0 < 0 else out[:28]  # 127 of 384 px left of the frame (42 of 128), 60 of 260 above
+    assert outside.max() <= 24
