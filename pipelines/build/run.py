@@ -52,7 +52,7 @@ from pipelines.build.stages.chain import HALT_COLUMN, METRICS_COLUMN, StageChain
 from pipelines.build.stages.cut import CutClip
 from pipelines.build.stages.face import ExtractFace
 from pipelines.build.stages.fetch import STAGE as DOWNLOAD_STAGE
-from pipelines.build.stages.fetch import ORIGINS, BuildGate, FetchSource, resolved_here
+from pipelines.build.stages.fetch import ORIGINS, BuildGate, FetchSource, SourcesAtHand
 from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.build.stages.render import RenderPose
 from pipelines.build.versions import tool_versions
@@ -298,9 +298,9 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
              workers: int, progress: Any, metrics: StageMetrics, gate: BuildGate) -> list[ClipState]:
     """Run the clip stages over ``pending`` on Ray; add the chain's metrics to ``metrics``.
 
-    Clips whose source the driver has at hand (``local_files``: source id -> video read in
-    place, or found in the mirror) go straight to the clip workers; the others go through a
-    pool of download workers first (and start the download ``gate``).
+    Clips whose source the driver has at hand (a ``folder`` video in ``local_files``,
+    source id -> path, or a file in ``cfg.mirror``) go straight to the clip workers; the
+    others go through a pool of download workers first (and start the download ``gate``).
     Clips are handed out longest first, so the last clips to finish are short ones.
 
     A chain actor that dies (killed, out of memory, node lost) is restarted and its clip
@@ -310,7 +310,8 @@ def _process(cfg: BuildConfig, stages: list[ClipStage], pending: list[ClipState]
     the downloads, stops the build with :class:`SetupError`; finished clips stay.
     """
     rows = [state.to_row() for state in sorted(pending, key=_longest_first)]
-    resolved = [resolved_here(row, cfg.mirror, local_files) for row in rows]
+    at_hand = SourcesAtHand(cfg.mirror, local_files)
+    resolved = [at_hand.resolve(row) for row in rows]
     ready = [row for row in resolved if row is not None]
     to_fetch = [row for row, found in zip(rows, resolved) if found is None]
     inputs = [_blocks(ready)] if ready else []

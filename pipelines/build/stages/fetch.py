@@ -1,6 +1,6 @@
 """Download stage: each clip gets its source video, fetched once per source.
 
-The driver resolves what it has at hand itself (:func:`resolved_here`: the mirror, the
+The driver resolves what it has at hand itself (:class:`SourcesAtHand`: the mirror, the
 ``folder`` dataset's videos); :class:`FetchSource` workers take the rest.
 
 A source is taken from the ``--mirror`` folder when it holds it (by YouTube id or by
@@ -12,12 +12,13 @@ for and reuse that file. A failure is recorded once per source and given to each
 clips, with yt-dlp's reason.
 
 Every download first asks the build's download gate (:mod:`aniportrait.media.throttle`,
-one named Ray actor for the whole build) and tells it how it ended: the gate spaces the
-downloads (``--download-rate``), backs everyone off after a bot check or HTTP 429 (the
-source is tried again after the back-off) and, after ``--max-bot-checks`` of them in a
-row, stops: the clips not fetched yet are not failed but come out with a ``halt``, and
+one named Ray actor for the whole build, started only when some clip needs a download)
+and tells it how it ended: the gate spaces the downloads (``--download-rate``), backs
+everyone off after a bot check or HTTP 429 (the source is tried again after the
+back-off) and, after ``--max-bot-checks`` of them in a row, stops: the clips not fetched yet are not failed but come out with a ``halt``, and
 the build stops as on a full disk (a rerun goes on). Each row's ``metrics`` says where
-its source came from (``mirror``, ``work``: downloaded earlier, ``network``).
+its source came from (``folder``: read in place, ``mirror``, ``work``: downloaded
+earlier, ``network``).
 """
 
 from __future__ import annotations
@@ -158,24 +159,36 @@ def fetched_row(state: ClipState, origins: dict[str, str], halt: str = "") -> di
     return {**state.to_row(), METRICS_COLUMN: json.dumps(clip_metrics(sources=origins)), HALT_COLUMN: halt}
 
 
-def resolved_here(row: dict[str, Any], mirror: str | None, files: dict[str, str]) -> dict[str, Any] | None:
-    """The fetched row of a clip whose source this process has at hand, else ``None``.
+class SourcesAtHand:
+    """The sources this process has at hand: ``folder`` videos read where they are
+    (``files``: source id -> path) and the files of ``mirror`` (what :class:`FetchSource`
+    would find), each source looked up once.
 
-    ``files`` maps source ids to videos read where they are (``--dataset folder``); other
-    sources are looked up in ``mirror`` (what :class:`FetchSource` would find). The driver
-    resolves these itself, so a build from a mirror or a folder starts no download workers.
-    (A mirror the driver cannot see, a cluster's, leaves every clip to the workers.)
+    The driver resolves these itself, so a build from a mirror or a folder starts no
+    download workers. (A mirror the driver cannot see, a cluster's, leaves every clip to
+    the workers.)
     """
-    state = ClipState.from_row(row)
-    source_id = state.record.source_id
-    if source_id in files:
-        state.source_path = files[source_id]
-        return fetched_row(state, {source_id: "folder"})
-    found = find_in_mirror(mirror, state.record.mirror_names) if mirror else None
-    if found is None:
-        return None
-    state.source_path = str(found)
-    return fetched_row(state, {source_id: "mirror"})
+
+    def __init__(self, mirror: str | None, files: dict[str, str]) -> None:
+        self.mirror = mirror
+        self.files = files
+        self._mirrored: dict[str, Path | None] = {}
+
+    def resolve(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The fetched row of this clip when its source is at hand, else ``None``."""
+        state = ClipState.from_row(row)
+        source_id = state.record.source_id
+        if source_id in self.files:
+            state.source_path = self.files[source_id]
+            return fetched_row(state, {source_id: "folder"})
+        if source_id not in self._mirrored:
+            self._mirrored[source_id] = (find_in_mirror(self.mirror, state.record.mirror_names)
+                                         if self.mirror else None)
+        found = self._mirrored[source_id]
+        if found is None:
+            return None
+        state.source_path = str(found)
+        return fetched_row(state, {source_id: "mirror"})
 
 
 class FetchSource:
