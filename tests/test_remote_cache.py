@@ -9,6 +9,7 @@ scratch, as on a fresh node: all it knows comes from the bucket.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from test_object_storage import (  # noqa: F401 - s3 is a fixture
 )
 
 from aniportrait.media.cut import CutSettings
-from datasets_spec import sample
+from datasets_spec import folder, sample
 from pipelines.build.run import _resume, clip_stages, load_records
 from pipelines.build.config import BuildConfig
 from pipelines.build.workarea import scratch_dir
@@ -53,16 +54,16 @@ def _run(s3: MotoServer, *args: str, cwd: Path, scratch: Path) -> str:
     return err
 
 
-def _markers(s3: MotoServer) -> dict[str, object]:
-    """Marker key -> LastModified of every stage marker in the remote cache."""
-    listing = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/_work/")
-    return {o["Key"]: o["LastModified"] for o in listing.get("Contents", []) if o["Key"].endswith(".done.json")}
+def _markers(s3: MotoServer, prefix: str = PREFIX, suffix: str = ".done.json") -> dict[str, object]:
+    """Marker key -> LastModified of every stage marker (``suffix``) in the remote cache."""
+    listing = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/_work/")
+    return {o["Key"]: o["LastModified"] for o in listing.get("Contents", []) if o["Key"].endswith(suffix)}
 
 
-def _release_files(s3: MotoServer) -> dict[str, bytes]:
+def _release_files(s3: MotoServer, prefix: str = PREFIX) -> dict[str, bytes]:
     """The release's objects (directly under the prefix, not in ``_work/``) by name."""
     client = s3.client()
-    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/", Delimiter="/")
+    listing = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/", Delimiter="/")
     return {o["Key"].rsplit("/", 1)[1]: client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
             for o in listing.get("Contents", []) if not o["Key"].endswith("/")}
 
@@ -136,3 +137,25 @@ def test_a_fresh_node_resumes_from_the_bucket(s3: MotoServer, reference: Path, r
     assert all(after[k] > before[k] for k in rerun)
     _assert_same_release(_release_files(s3), _local_files(reference))
     assert _clip_files(tmp_path / "fresh" / "aniportrait-work") == []
+
+
+def test_a_folder_build_keeps_its_scans_and_clips_in_the_bucket(s3: MotoServer, media_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """``--dataset folder`` with its cache in the bucket: the same release as with a local work
+    dir, the video's scan kept as a marker there, and a run on an empty scratch scans nothing
+    and processes nothing again (the videos themselves are read where they are)."""
+    videos = tmp_path / "my videos"
+    videos.mkdir()
+    shutil.copy(media_dir / "talking_lyl_7s.mp4", videos / "me talking.mp4")
+    build = ("build", "--dataset", "folder", "--metadata", str(videos), "--wav2vec2", "none", "--workers", "2",
+             *SAMPLE_SIZE_ARGS)
+    _run(s3, *build, "--out", str(tmp_path / "local"), cwd=tmp_path, scratch=tmp_path / "tmp-local")
+    err = _run(s3, *build, "--out", f"s3://{BUCKET}/mine", cwd=tmp_path, scratch=tmp_path / "tmp-first")
+    assert "1 clips, 0 already done, 1 to process" in err
+    _assert_same_release(_release_files(s3, "mine"), _local_files(tmp_path / "local"))
+    scans = _markers(s3, "mine", ".segment.json")
+    assert list(scans) == [f"mine/_work/sources/{folder.source_id('me talking.mp4')}.segment.json"]
+    err = _run(s3, *build, "--out", f"s3://{BUCKET}/mine", cwd=tmp_path, scratch=tmp_path / "tmp-fresh")
+    assert "1 clips, 1 already done, 0 to process" in err
+    assert _markers(s3, "mine", ".segment.json") == scans, "the scan came from the bucket"
+    _assert_same_release(_release_files(s3, "mine"), _local_files(tmp_path / "local"))
