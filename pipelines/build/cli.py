@@ -24,7 +24,7 @@ def build(
     out: Annotated[Optional[str], typer.Option(help="Output directory or URI (s3://..., gs://...); default out/<dataset>.")] = None,
     metadata: Annotated[Optional[Path], typer.Option(help="Metadata file or folder (VFHQ meta_info, CelebV-HQ json, HDTF lists; for --dataset folder, the folder of your videos).")] = None,
     mirror: Annotated[Optional[Path], typer.Option(help="Folder of already-downloaded source videos named <youtube id>.<ext> (HDTF also <video name>.<ext>).")] = None,
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto or ray://host:10001); default starts a local Ray.")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address: auto (a Ray started with `ray start --head`, also on this machine to save Ray's start-up in repeated builds), host:6379 or ray://host:10001; default starts a local Ray for this build.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel clip workers (default: all CPUs of the cluster).", min=1)] = None,
     limit: Annotated[Optional[int], typer.Option(help="Only the first N clips (sorted by clip id).", min=1)] = None,
     work_dir: Annotated[Optional[str], typer.Option(help="Per-clip cache that makes the build resumable: a folder (on a cluster, one every node mounts) or an object store URI (s3://..., gs://...; stages then work in a node-local copy under TMPDIR); default <out>/_work.")] = None,
