@@ -9,6 +9,7 @@ import pytest
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.media.probe import MediaError
 from aniportrait.segment import (SCAN_FPS, Segment, SegmentSettings, SourceScan, plan_segments, scan_source)
+import bad_media
 import folder_media
 
 STEP = 1 / SCAN_FPS
@@ -28,10 +29,12 @@ def _plan(path: Path, **settings: float) -> tuple[SourceScan, list[Segment]]:
     return scan, plan_segments(scan, chosen)
 
 
-def _assert_face_centred(segment: Segment, scan: SourceScan) -> None:
-    """Square, inside the frame, and its centre within 10% of the median face centre of the span."""
+def _assert_face_centred(segment: Segment, scan: SourceScan, inside: bool = True) -> None:
+    """Square, inside the frame (unless not ``inside``: padded), and its centre within 10% of
+    the median face centre of the span."""
     x0, y0, x1, y1 = segment.box
-    assert x1 - x0 == y1 - y0 > 0 and x0 >= 0 and y0 >= 0 and x1 <= scan.width and y1 <= scan.height
+    assert x1 - x0 == y1 - y0 > 0
+    assert not inside or (x0 >= 0 and y0 >= 0 and x1 <= scan.width and y1 <= scan.height)
     faces = [f for f in scan.faces if segment.start_s <= f[0] * STEP < segment.end_s]
     cx = sorted((f[1] + f[3]) / 2 for f in faces)[len(faces) // 2]
     cy = sorted((f[2] + f[4]) / 2 for f in faces)[len(faces) // 2]
@@ -75,6 +78,17 @@ def test_phone_video_gives_one_face_centred_clip(media_dir: Path) -> None:
     _assert_face_centred(segments[0], scan)
     x0, _, x1, _ = segments[0].box
     assert 300 <= x1 - x0 <= 600  # 1.5 x a face of ~260 px, not the whole frame
+
+
+def test_a_video_stored_turned_is_scanned_upright(media_dir: Path, tmp_path: Path) -> None:
+    """A phone's portrait video stored landscape with a rotation matrix: scanned as displayed
+    (384x512, as the clip stage's ffmpeg sees it), the face found on every sampled frame."""
+    turned = tmp_path / "turned.mp4"
+    bad_media.rotated(media_dir, turned)
+    scan, segments = _plan(turned)
+    assert (scan.width, scan.height) == (384, 512) and len(scan.faces) == 15
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 2.9)]
+    _assert_face_centred(segments[0], scan, inside=False)  # 1.5 x this close face passes the frame's edges
 
 
 def test_unreadable_file_raises_with_its_reason(tmp_path: Path) -> None:
