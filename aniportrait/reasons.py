@@ -57,7 +57,9 @@ REASONS: dict[str, Reason] = {r.code: r for r in (
     Reason("crop_out_of_frame", "clip", "the crop box lies outside the source frame", "check the crop and the "
            "downloaded resolution"),
     Reason("corrupt_source", "clip", "decoding the span hit errors (corrupt or missing packets, truncated file); "
-           "the error gives frames written vs expected", "download the source again"),
+           "the error gives frames written vs expected. `--dataset folder`: the video stops decoding more than "
+           "1 s before its declared end; the row spans the rest (its earlier clips build)",
+           "download the source again (your own video: copy or export it again)"),
     Reason("media_error", "clip", "ffmpeg could not cut or encode the clip (its message is the error)",
            "read the error"),
     Reason("too_short", "clip", "fewer frames than `--min-frames` (filtered, frame count in the row)",

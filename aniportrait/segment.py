@@ -17,6 +17,8 @@ The scan is a plain JSON-able :class:`SourceScan` (the build caches it per sourc
 
 1. the video is cut at every scene cut (each side moved :data:`CUT_MARGIN_FRAMES` scan
    frames away from it, as is the video's end) and wherever no face is found for more than ``face_gap_s``;
+   a file that stops decoding before its declared end (cut short, corrupt) ends where the
+   first of its streams stops (``SourceScan.decoded_s``; the build reports the rest);
 2. a segment shorter than ``min_clip_s`` is dropped; one longer than ``max_clip_s`` is
    split at the quietest point of the audio within the last :data:`SPLIT_WINDOW_S` before
    the limit (so a word is not cut in half), or at the limit when there is no audio;
@@ -59,6 +61,10 @@ and at the end of the video (its last scan frame stands for up to 1/SCAN_FPS s o
 clip of its own frame rate may not have)."""
 ENERGY_WINDOW_S = 0.05
 """Audio loudness is kept per window of this many seconds."""
+UNDECODED_TAIL_S = 1.0
+"""A video that decodes to more than this many seconds short of the duration it declares is
+truncated or corrupt there (:func:`undecoded_tail`); less is the usual slack between a
+container's and its video stream's durations."""
 SPLIT_WINDOW_S = 5.0
 """A long segment is split at the quietest point of at most this many seconds before ``max_clip_s``."""
 SMOOTH_WINDOWS = 3
@@ -93,7 +99,8 @@ class SegmentSettings:
     def scan_settings(self) -> dict[str, Any]:
         """What shapes a :class:`SourceScan` (the rest only shapes the plan)."""
         return {"scan_width": self.scan_width, "scene_threshold": self.scene_threshold, "scan_fps": SCAN_FPS,
-                "detect_step": DETECT_STEP, "scene_min_frames": SCENE_MIN_FRAMES, "energy_window_s": ENERGY_WINDOW_S}
+                "detect_step": DETECT_STEP, "scene_min_frames": SCENE_MIN_FRAMES, "energy_window_s": ENERGY_WINDOW_S,
+                "undecoded_tail_s": UNDECODED_TAIL_S}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +109,10 @@ class SourceScan:
 
     ``faces`` holds ``[k, x0, y0, x1, y1]`` of the biggest face on each sampled frame ``k``
     that has one; ``sampled`` how many frames were sampled (every ``DETECT_STEP``-th);
-    ``energy`` the audio RMS (int16 scale) per :data:`ENERGY_WINDOW_S`, ``None`` without audio.
+    ``energy`` the audio RMS (int16 scale) per :data:`ENERGY_WINDOW_S`, ``None`` without audio;
+    ``decoded_s`` where the file stops decoding when a stream of it does so more than
+    :data:`UNDECODED_TAIL_S` before its declared end (the earliest end of any stream then),
+    ``None`` when it decodes to its end.
     """
 
     width: int
@@ -112,6 +122,7 @@ class SourceScan:
     scene_cuts: list[int]
     faces: list[list[int]]
     energy: list[int] | None
+    decoded_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +169,18 @@ def scan_source(path: str | Path, model_path: str | Path, settings: SegmentSetti
         raise MediaError(f"{Path(path).name}: no video frame could be decoded", "unreadable_source")
     duration = info.duration_s if info.duration_s > 0 else frames / SCAN_FPS
     energy = _audio_energy(path) if info.has_audio else None
-    return SourceScan(info.width, info.height, round(duration, 6), frames, finder.result(), faces, energy)
+    return SourceScan(info.width, info.height, round(duration, 6), frames, finder.result(), faces, energy,
+                      decoded_end(frames, energy, duration, info.audio_duration_s))
+
+
+def decoded_end(frames: int, energy: list[int] | None, video_s: float, audio_s: float | None) -> float | None:
+    """Where the file stops decoding (see :class:`SourceScan`), from what each stream decoded."""
+    ends = [(frames / SCAN_FPS, video_s)]
+    if energy is not None and audio_s is not None:  # (Matroska declares no stream durations)
+        ends.append((len(energy) * ENERGY_WINDOW_S, audio_s))
+    if all(declared - decoded <= UNDECODED_TAIL_S for decoded, declared in ends):
+        return None
+    return round(min(decoded for decoded, _ in ends), 6)
 
 
 def _scan_frames(path: str | Path, width: int, height: int) -> Iterator[np.ndarray]:
@@ -223,10 +245,17 @@ class _FaceDetector:
 # ---------------------------------------------------------------------------- the plan (pure)
 
 
+def undecoded_tail(scan: SourceScan) -> tuple[float, float] | None:
+    """``(start_s, end_s)`` of the end of the video that does not decode (a file cut short, or
+    corrupt from there on), or ``None`` when it decodes to its declared end."""
+    return None if scan.decoded_s is None else (scan.decoded_s, scan.duration_s)
+
+
 def plan_segments(scan: SourceScan, settings: SegmentSettings) -> list[Segment]:
     """The clips of a scanned source, in time order (see the module docstring)."""
     faces = {row[0]: row[1:] for row in scan.faces}
-    end_frame = min(scan.frames, int(np.floor(scan.duration_s * SCAN_FPS + 1e-6)) or scan.frames)
+    decodes_to = scan.duration_s if scan.decoded_s is None else scan.decoded_s
+    end_frame = min(scan.frames, int(np.floor(decodes_to * SCAN_FPS + 1e-6)) or scan.frames)
     bounds = [0, *(c for c in scan.scene_cuts if 0 < c < end_frame), end_frame]
     segments: list[Segment] = []
     for shot_start, shot_end in zip(bounds, bounds[1:]):

@@ -36,3 +36,15 @@ def joined(media: Path, out: Path) -> Path:
     _ffmpeg("-i", clip, "-i", clip, "-filter_complex", "[0:v][0:a][1:v][1:a]concat=n=2:v=1:a=1[v][a]",
             "-map", "[v]", "-map", "[a]", *X264, "-c:a", "aac", str(out))
     return out
+
+
+def cut_short(video: Path, out: Path, fraction: float) -> Path:
+    """``video`` with its index first (``+faststart``, as web exports have it) and only the first
+    ``fraction`` of its bytes, as an interrupted copy leaves it: readable, but it stops decoding
+    part-way while it still declares its whole duration."""
+    whole = out.with_suffix(".whole" + out.suffix)
+    _ffmpeg("-i", str(video), "-c", "copy", "-movflags", "+faststart", str(whole))
+    data = whole.read_bytes()
+    out.write_bytes(data[: int(len(data) * fraction)])
+    whole.unlink()
+    return out

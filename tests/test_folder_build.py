@@ -26,11 +26,13 @@ from pipelines.build.run import BuildResult, run_build
 @pytest.fixture(scope="module")
 def videos(media_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as a user has it: phone videos in a subfolder (one stored turned, with a
-    rotation matrix), a clip with a name that needs a safe id, and a file that is no video."""
+    rotation matrix), a clip with a name that needs a safe id, a copy that was cut short,
+    and a file that is no video."""
     root = tmp_path_factory.mktemp("my_videos")
     (root / "phone").mkdir()
     shutil.copy(media_dir / "raw_seated_1080x1920_hevc.mp4", root / "phone" / "IMG_0001.MP4")
     bad_media.rotated(media_dir, root / "phone" / "IMG_0002.MOV")
+    folder_media.cut_short(media_dir / "talking_lyl_7s.mp4", root / "cut short.mp4", 0.6)
     folder_media.face_gap(media_dir, root / "face gap.mov")
     (root / "broken.mp4").write_bytes(b"\x00not a video" * 1000)
     (root / "notes.txt").write_text("not a video either, and not listed")
@@ -72,28 +74,34 @@ def test_folder_build_cuts_crops_and_reports(first: tuple[Path, BuildResult], vi
     by_source = {}
     for row in rows:
         by_source.setdefault(row["source_id"], []).append(row)
-    phone, turned, gap, broken = (folder.source_id(p) for p in ("phone/IMG_0001.MP4", "phone/IMG_0002.MOV",
-                                                                "face gap.mov", "broken.mp4"))
-    assert sorted(by_source) == sorted([phone, turned, gap, broken])
+    phone, turned, gap, short, broken = (folder.source_id(p) for p in (
+        "phone/IMG_0001.MP4", "phone/IMG_0002.MOV", "face gap.mov", "cut short.mp4", "broken.mp4"))
+    assert sorted(by_source) == sorted([phone, turned, gap, short, broken])
+    decoded, undecoded = by_source[short]  # the clip of the part that decodes, then the rest
+    assert (decoded["status"], decoded["span_start_s"]) == ("ok", 0.0) and decoded["span_end_s"] >= 4.0
+    assert (undecoded["status"], undecoded["failed_stage"], undecoded["reason"]) == ("failed", "segment",
+                                                                                     "corrupt_source")
+    assert 0 < undecoded["span_start_s"] - decoded["span_end_s"] <= 0.2  # the clip stops a scan frame early
+    assert undecoded["span_end_s"] == pytest.approx(7.767, abs=0.01)
     [bad] = by_source[broken]
     assert (bad["status"], bad["failed_stage"], bad["reason"]) == ("failed", "segment", "unreadable_source")
     assert [(r["status"], r["span_start_s"], r["span_end_s"]) for r in by_source[phone]] == [("ok", 0.0, 9.9)]
     assert [(r["status"], r["source_width"], r["source_height"]) for r in by_source[turned]] == [("ok", 384, 512)]
     spans = [(r["span_start_s"], r["span_end_s"]) for r in by_source[gap]]
     assert len(spans) == 2 and spans[0][0] == 0.0 and spans[0][1] <= 3.0 and spans[1][0] >= 4.0
-    for row in by_source[phone] + by_source[turned] + by_source[gap]:
+    for row in by_source[phone] + by_source[turned] + by_source[gap] + [decoded]:
         assert row["status"] == "ok" and row["span_end_s"] - row["span_start_s"] >= 2.0
         x, y, w, h = row["crop_box"]
         assert w == h and 0 < x + w / 2 < row["source_width"] and 0 < y + h / 2 < row["source_height"]
         provenance = json.loads(row["provenance"])
         assert provenance["crop_rule"].startswith("face x1.5") and provenance["file"] in (
-            "phone/IMG_0001.MP4", "phone/IMG_0002.MOV", "face gap.mov")
+            "phone/IMG_0001.MP4", "phone/IMG_0002.MOV", "face gap.mov", "cut short.mp4")
     centres = _face_centres(out)
     assert sorted(centres) == sorted(r["clip_id"] for r in rows if r["status"] == "ok")
     for clip_id, centre in centres.items():
         assert np.abs(centre - 0.5).max() <= 0.10, (clip_id, centre)
-    assert result.failed == 1
-    assert result.sources == {"folder": 3}, "the videos with clips are read where they are, nothing is fetched"
+    assert result.failed == 2
+    assert result.sources == {"folder": 4}, "the videos with clips are read where they are, nothing is fetched"
 
 
 def test_two_folder_builds_are_byte_identical(first: tuple[Path, BuildResult], videos: Path,

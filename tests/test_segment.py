@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.media.probe import MediaError
-from aniportrait.segment import (SCAN_FPS, Segment, SegmentSettings, SourceScan, plan_segments, scan_source)
+from aniportrait.segment import (SCAN_FPS, Segment, SegmentSettings, SourceScan, decoded_end, plan_segments,
+                                 scan_source, undecoded_tail)
 import bad_media
 import folder_media
 
@@ -89,6 +91,35 @@ def test_a_video_stored_turned_is_scanned_upright(media_dir: Path, tmp_path: Pat
     assert (scan.width, scan.height) == (384, 512) and len(scan.faces) == 15
     assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 2.9)]
     _assert_face_centred(segments[0], scan, inside=False)  # 1.5 x this close face passes the frame's edges
+
+
+def test_a_video_cut_short_gives_its_decodable_part_and_the_undecoded_end(media_dir: Path, tmp_path: Path) -> None:
+    """Half the bytes of a faststart file: it still declares 7.77 s, decodes to about half; its
+    clip stops a scan frame before the earliest end of its streams (the last packets are broken)."""
+    short = folder_media.cut_short(media_dir / "talking_lyl_7s.mp4", tmp_path / "short.mp4", 0.5)
+    scan, segments = _plan(short)
+    assert scan.duration_s == pytest.approx(7.767, abs=0.01) and 3.0 <= scan.decoded_s <= 4.5
+    assert scan.decoded_s <= scan.frames * STEP and scan.decoded_s <= len(scan.energy) * 0.05
+    [segment] = segments
+    assert segment.start_s == 0.0 and scan.decoded_s - 2 * STEP <= segment.end_s <= scan.decoded_s - STEP
+    assert undecoded_tail(scan) == (scan.decoded_s, scan.duration_s)
+
+
+def test_decoded_end_allows_a_second_of_slack_per_stream() -> None:
+    assert decoded_end(50, None, 5.0, None) is None
+    assert decoded_end(40, None, 5.0, None) is None  # 1.0 s short: a container's slack
+    assert decoded_end(39, None, 5.0, None) == 3.9
+    assert decoded_end(50, [1] * 80, 5.0, 5.0) is None
+    assert decoded_end(45, [1] * 78, 5.0, 5.0) == 3.9  # the audio stops early: the earliest end
+    assert decoded_end(39, [1] * 100, 5.0, 5.0) == 3.9
+    assert decoded_end(50, [1] * 40, 5.0, None) is None  # no declared audio length (Matroska): video only
+
+
+def test_the_plan_stops_where_decoding_stops() -> None:
+    scan = dataclasses.replace(_scan(8.0, list(range(0, 80, 2))), decoded_s=5.0)
+    assert [(s.start_s, s.end_s, s.ends_at) for s in plan_segments(scan, SegmentSettings())] == [(0.0, 4.9, "end")]
+    assert undecoded_tail(scan) == (5.0, 8.0)
+    assert undecoded_tail(_scan(8.0, [])) is None
 
 
 def test_unreadable_file_raises_with_its_reason(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ import ray
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.reasons import reason_of
 from aniportrait.schema import ClipRecord, ClipState, CropSpec
-from aniportrait.segment import DETECT_STEP, Segment, SegmentSettings, SourceScan, plan_segments, scan_source
+from aniportrait.segment import (DETECT_STEP, Segment, SegmentSettings, SourceScan, plan_segments, scan_source,
+                                 undecoded_tail)
 from pipelines.build.config import BuildConfig, config_hash
 from pipelines.build.workarea import WorkArea
 from pipelines.runtime import describe_error
@@ -50,10 +51,11 @@ def crop_rule(settings: SegmentSettings) -> str:
 
 def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[list[ClipRecord], list[ClipState],
                                                                            dict[str, str]]:
-    """Clip records of the ``sources``, the failed rows of those without clips (both sorted
-    by id and cut together to the first ``cfg.limit`` clips, as for every dataset: the
-    sources are scanned in id order only until that many are planned), and the video file of
-    each source with clips (source id -> absolute path, read where it is). Needs Ray started."""
+    """Clip records of the ``sources``, the failed rows of those without clips and of video
+    ends that do not decode (both sorted by id and cut together to the first ``cfg.limit``
+    clips, as for every dataset: the sources are scanned in id order only until that many
+    are planned), and the video file of each source with clips (source id -> absolute path,
+    read where it is). Needs Ray started."""
     if cfg.segment is None or cfg.metadata is None:
         raise ValueError("segmentation needs segment settings and the videos' folder (--metadata)")
     records: list[ClipRecord] = []
@@ -65,6 +67,9 @@ def segment_sources(cfg: BuildConfig, sources: list[ClipRecord]) -> tuple[list[C
         else:
             found = SourceScan.from_dict(payload["scan"])
             segments = plan_segments(found, cfg.segment)
+            tail = undecoded_tail(found)
+            if tail is not None:
+                failed.append(_undecoded(source, *tail))
             if not segments:
                 failed.append(_failed(source, _no_clips(found, cfg.segment), "no_clips"))
             else:
@@ -144,6 +149,14 @@ def _failed(source: ClipRecord, error: str, reason: str) -> ClipState:
     state = ClipState(source)
     state.fail(STAGE, error, reason)
     return state
+
+
+def _undecoded(source: ClipRecord, start_s: float, end_s: float) -> ClipState:
+    """The failed row of a video's end that does not decode (its span, from where decoding stopped)."""
+    tail = dataclasses.replace(source, clip_id=f"{source.source_id}-t{round(start_s * 1000):07d}", start_s=start_s,
+                               end_s=end_s)
+    return _failed(tail, f"{source.provenance['file']} stops decoding at {start_s:g} s of its {end_s:g} s "
+                         "(a file cut short, or corrupt from there): no clips from that part", "corrupt_source")
 
 
 def _no_clips(found: SourceScan, settings: SegmentSettings) -> str:
