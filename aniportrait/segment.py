@@ -63,7 +63,7 @@ ENERGY_WINDOW_S = 0.05
 """Audio loudness is kept per window of this many seconds."""
 UNDECODED_TAIL_S = 1.0
 """A video that decodes to more than this many seconds short of the duration it declares is
-truncated or corrupt there (:func:`undecoded_tail`); less is the usual slack between a
+truncated or corrupt there (:func:`decoded_end`); less is the usual slack between a
 container's and its video stream's durations."""
 SPLIT_WINDOW_S = 5.0
 """A long segment is split at the quietest point of at most this many seconds before ``max_clip_s``."""
