@@ -139,10 +139,15 @@ def _record(source: ClipRecord, segment: Segment, found: SourceScan, settings: S
     crop = None if segment.box is None else CropSpec("pixels", *segment.box, ref_width=found.width,
                                                      ref_height=found.height, pad=True)
     return dataclasses.replace(
-        source, clip_id=f"{source.source_id}-t{round(segment.start_s * 1000):07d}", start_s=segment.start_s,
+        source, clip_id=_clip_id(source, segment.start_s), start_s=segment.start_s,
         end_s=segment.end_s, crop=crop,
         provenance={**source.provenance, "starts_at": segment.starts_at, "ends_at": segment.ends_at,
                     "crop_rule": crop_rule(settings if crop else dataclasses.replace(settings, crop="none"))})
+
+
+def _clip_id(source: ClipRecord, start_s: float) -> str:
+    """``<video id>-t<start in ms>``: the id of the source's row that starts at ``start_s``."""
+    return f"{source.source_id}-t{round(start_s * 1000):07d}"
 
 
 def _failed(source: ClipRecord, error: str, reason: str) -> ClipState:
@@ -153,8 +158,7 @@ def _failed(source: ClipRecord, error: str, reason: str) -> ClipState:
 
 def _undecoded(source: ClipRecord, start_s: float, end_s: float) -> ClipState:
     """The failed row of a video's end that does not decode (its span, from where decoding stopped)."""
-    tail = dataclasses.replace(source, clip_id=f"{source.source_id}-t{round(start_s * 1000):07d}", start_s=start_s,
-                               end_s=end_s)
+    tail = dataclasses.replace(source, clip_id=_clip_id(source, start_s), start_s=start_s, end_s=end_s)
     return _failed(tail, f"{source.provenance['file']} stops decoding at {start_s:g} s of its {end_s:g} s "
                          "(a file cut short, or corrupt from there): no clips from that part", "corrupt_source")
 
