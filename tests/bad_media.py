@@ -100,7 +100,7 @@ def _talking(src: Path, out: Path, seconds: float, *extra: str | float, vf: str 
     ffmpeg("-t", seconds, "-i", src, "-vf", vf, *X264, *AAC, *BITEXACT, *extra, out)
 
 
-def _cut_bytes(src: Path, out: Path, fraction: float) -> None:
+def cut_bytes(src: Path, out: Path, fraction: float) -> None:
     """Write the first ``fraction`` of ``src``'s bytes to ``out``; delete ``src``."""
     data = src.read_bytes()
     out.write_bytes(data[: int(len(data) * fraction)])
@@ -116,7 +116,7 @@ def truncated(media: Path, out: Path) -> None:
     """A faststart mp4 (moov first) cut to 45% of its bytes."""
     tmp = out.with_suffix(".full.mp4")
     _talking(media / LYL, tmp, 3, "-movflags", "+faststart")
-    _cut_bytes(tmp, out, 0.45)
+    cut_bytes(tmp, out, 0.45)
 
 
 def corrupt_mid(media: Path, out: Path) -> None:
@@ -143,7 +143,7 @@ def moov_end_cut(media: Path, out: Path) -> None:
     _talking(media / LYL, tmp, 3)
     data = tmp.read_bytes()
     assert data.find(b"moov") > data.find(b"mdat") > 0, "expected moov after mdat"
-    _cut_bytes(tmp, out, 0.60)
+    cut_bytes(tmp, out, 0.60)
 
 
 def not_a_video(media: Path, out: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from bad_media import cut_bytes
+
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-threads", "1"]
 
 
@@ -44,7 +46,5 @@ def cut_short(video: Path, out: Path, fraction: float) -> Path:
     part-way while it still declares its whole duration."""
     whole = out.with_suffix(".whole" + out.suffix)
     _ffmpeg("-i", str(video), "-c", "copy", "-movflags", "+faststart", str(whole))
-    data = whole.read_bytes()
-    out.write_bytes(data[: int(len(data) * fraction)])
-    whole.unlink()
+    cut_bytes(whole, out, fraction)
     return out

@@ -9,7 +9,7 @@ import pytest
 
 from aniportrait.face import DEFAULT_MODEL
 from aniportrait.media.probe import MediaError
-from aniportrait.segment import (SCAN_FPS, Segment, SegmentSettings, SourceScan, decoded_end, plan_segments,
+from aniportrait.segment import (ENERGY_WINDOW_S, SCAN_FPS, Segment, SegmentSettings, SourceScan, decoded_end, plan_segments,
                                  scan_source, undecoded_tail)
 import bad_media
 import folder_media
@@ -99,7 +99,7 @@ def test_a_video_cut_short_gives_its_decodable_part_and_the_undecoded_end(media_
     short = folder_media.cut_short(media_dir / "talking_lyl_7s.mp4", tmp_path / "short.mp4", 0.5)
     scan, segments = _plan(short)
     assert scan.duration_s == pytest.approx(7.767, abs=0.01) and 3.0 <= scan.decoded_s <= 4.5
-    assert scan.decoded_s <= scan.frames * STEP and scan.decoded_s <= len(scan.energy) * 0.05
+    assert scan.decoded_s <= scan.frames * STEP and scan.decoded_s <= len(scan.energy) * ENERGY_WINDOW_S
     [segment] = segments
     assert segment.start_s == 0.0 and scan.decoded_s - 2 * STEP <= segment.end_s <= scan.decoded_s - STEP
     assert undecoded_tail(scan) == (scan.decoded_s, scan.duration_s)

@@ -15,10 +15,10 @@ Every download first asks the build's download gate (:mod:`aniportrait.media.thr
 one named Ray actor for the whole build, started only when some clip needs a download)
 and tells it how it ended: the gate spaces the downloads (``--download-rate``), backs
 everyone off after a bot check or HTTP 429 (the source is tried again after the
-back-off) and, after ``--max-bot-checks`` of them in a row, stops: the clips not fetched yet are not failed but come out with a ``halt``, and
-the build stops as on a full disk (a rerun goes on). Each row's ``metrics`` says where
-its source came from (``folder``: read in place, ``mirror``, ``work``: downloaded
-earlier, ``network``).
+back-off) and, after ``--max-bot-checks`` of them in a row, stops: the clips not fetched
+yet are not failed but come out with a ``halt``, and the build stops as on a full disk
+(a rerun goes on). Each row's ``metrics`` says where its source came from (``folder``:
+read in place, ``mirror``, ``work``: downloaded earlier, ``network``).
 """
 
 from __future__ import annotations
