@@ -60,7 +60,7 @@ def _clip(work: WorkArea, clip_id: str, sizes: dict[str, int], status: str = STA
 def _write(plans: list, out: Path, work: WorkArea) -> dict[str, dict]:
     out.mkdir(exist_ok=True)
     writer = WriteShard(str(out), str(work.root))
-    return {row["name"]: writer(row) for row in plan_rows(plans)}
+    return {row["name"]: writer.write(row) for row in plan_rows(plans)}
 
 
 def test_shard_size_reads_si_and_iec_units_or_a_clip_count() -> None:
@@ -109,6 +109,29 @@ def test_byte_sized_shards_stay_under_the_size_which_is_predicted_exactly(tmp_pa
     assert [p.states[0].record.clip_id for p in plans if p.states[0].record.clip_id == "huge"] == ["huge"]
     keys = [s["__key__"] for p in plans for s in wds.WebDataset(str(tmp_path / "out" / p.name), shardshuffle=False)]
     assert keys == sorted(s.record.clip_id for s in states)
+
+
+def test_shard_writer_actors_write_the_bytes_of_a_writer_in_this_process(local_ray: None, tmp_path: Path) -> None:
+    import ray
+
+    from pipelines.build.writers import ShardWriters, writer_count
+
+    work = WorkArea(tmp_path / "work")
+    states = [_clip(work, f"c{i}", {"mp4": 2000 + 31 * i, "lmks.npy": 900}) for i in range(5)]
+    plans = plan_shards(states, "t", "train", {s.record.clip_id: 1 for s in states}, samples=2)
+    here = _write(plans, tmp_path / "here", work)
+    (tmp_path / "actors").mkdir()
+    assert writer_count(2, len(states), 2) == 2 and writer_count(4, 3, 1000) == 1 and writer_count(3, 9, None) == 3
+    with ShardWriters(str(tmp_path / "actors"), str(work.root), 2) as writers:
+        writers.start()
+        actors = list(writers.actors)
+        by_actors = {row["name"]: row for row in writers.write(plan_rows(plans))}
+    assert by_actors == here and len(here) == 3
+    for name in here:
+        assert (tmp_path / "actors" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "actors").iterdir()) == sorted(here), "no temporary file left"
+    with pytest.raises(ray.exceptions.RayActorError):  # closed: the writers' processes are gone
+        ray.get(actors[0].write.remote(plan_rows(plans)[0]), timeout=60)
 
 
 def test_rejected_clips_get_shards_of_their_own_only_when_kept(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ release's is not written again.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import tarfile
@@ -180,13 +181,21 @@ def write_samples(stream: Any, samples: Iterable[dict[str, bytes | str]]) -> Non
 
 
 class WriteShard:
-    """Write one planned shard atomically; return its name, sha256, size and sample count."""
+    """Write planned shards atomically; :meth:`write` returns a shard's name, sha256, size and
+    sample count.
+
+    Making one imports ``webdataset`` (and with it torch, about a second): a writer made
+    early, as an actor started while the clips are processed (see
+    :mod:`pipelines.build.writers`), writes at once when the pack phase comes.
+    """
 
     def __init__(self, out_uri: str, work_dir: str) -> None:
+        importlib.import_module("webdataset")
         self.out = OutputDir.from_uri(out_uri)
         self.work = WorkArea(work_dir)
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Write the shard of one :func:`plan_rows` row."""
         name = row["name"]
         states = [ClipState.from_dict(s) for s in json.loads(row["states"])]
         with self.out.atomic_writer(name) as stream:
@@ -195,12 +204,8 @@ class WriteShard:
         return {"name": name, "sha256": hashing.digest.hexdigest(), "size": hashing.size, "samples": len(states)}
 
 
-def write_shard(row: dict[str, Any], out_uri: str, work_dir: str) -> dict[str, Any]:
-    """:class:`WriteShard` as a function of one ``plan_rows`` row: what a Ray task runs."""
-    return WriteShard(out_uri, work_dir)(row)
-
-
 def plan_rows(plans: list[ShardPlan]) -> list[dict[str, Any]]:
+    """One row per shard: its name and its clips' states (JSON), what a writer needs."""
     return [{"name": p.name, "states": json.dumps([s.to_dict() for s in p.states], sort_keys=True)} for p in plans]
 
 

@@ -40,7 +40,6 @@ from pipelines.build.pack import (
     remove_stale_shards,
     write_manifest,
     write_release,
-    write_shard,
 )
 from pipelines.build.progress import failure_table, make_progress, summary_table
 from pipelines.build.release import PreviousRelease, assign_generations, describe_changes, next_version, read_previous
@@ -57,6 +56,7 @@ from pipelines.build.stages.quality import FilterClips, FixSync, ScoreQuality
 from pipelines.build.stages.render import RenderPose
 from pipelines.build.versions import tool_versions
 from pipelines.build.workarea import WorkArea
+from pipelines.build.writers import ShardWriters, writer_count
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,10 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
     timings: dict[str, float] = {}
     metrics = StageMetrics()
     downloads: dict[str, Any] = {}
-    with make_progress(console) as progress:
+    writers = ShardWriters(cfg.out, cfg.work_dir, writer_count(workers, len(states) + len(pending), cfg.shard_samples))
+    with make_progress(console) as progress, writers:
+        if pending:
+            writers.start()  # their imports overlap the clips' processing
         started = time.perf_counter()
         gate = BuildGate(cfg.download_rate, cfg.max_bot_checks, enabled=not cfg.no_download)
         try:
@@ -235,7 +238,7 @@ def run_build(cfg: BuildConfig, console: Console | None = None) -> BuildResult:
         timings["process"] = time.perf_counter() - started
         started = time.perf_counter()
         states.sort(key=lambda s: s.record.clip_id)
-        packed = _pack(cfg, out, states, stages[-1].stage_hash, previous, progress)
+        packed = _pack(cfg, out, states, stages[-1].stage_hash, previous, progress, writers)
         release = _release(cfg, out, states, packed, stages, previous)
         shards = packed.entries
         timings["pack"] = time.perf_counter() - started
@@ -385,15 +388,9 @@ class Packed:
 
 
 def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash: str,
-          previous: PreviousRelease | None, progress: Any) -> Packed:
-    """Plan the shards; write those whose fingerprint or file differs from the previous release's.
-
-    One plain Ray task per shard, a CPU each: a writer keeps no state between shards,
-    and tasks run in Ray's pooled worker processes (no Ray Data import), while an actor
-    pool starts fresh processes that import Ray Data in every build, seconds of fixed
-    cost. One CPU per task keeps the writers as many as the CPUs, the number of idle
-    workers Ray keeps by default, so later builds in one driver reuse their processes.
-    """
+          previous: PreviousRelease | None, progress: Any, writers: ShardWriters) -> Packed:
+    """Plan the shards; have ``writers`` write those whose fingerprint or file differs from
+    the previous release's."""
     generations = assign_generations(states, previous)
     plans = plan_shards(states, cfg.dataset, cfg.split, generations, samples=cfg.shard_samples,
                         max_bytes=cfg.shard_bytes, work=WorkArea(cfg.work_dir), keep_rejected=cfg.keep_rejected)
@@ -409,11 +406,8 @@ def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash:
             todo[plan.name] = {"generation": plan.generation, "fingerprint": fingerprint}
     unchanged = [e["name"] for e in entries]
     task = progress.add_task("shards", total=len(todo), note="")
-    write = ray.remote(num_cpus=1)(write_shard)
-    pending = [write.remote(row, cfg.out, cfg.work_dir) for row in plan_rows([p for p in plans if p.name in todo])]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        row = ray.get(done[0])
+    rows = plan_rows([p for p in plans if p.name in todo])
+    for row in writers.write(rows) if rows else ():
         entries.append({**row, **todo[row["name"]]})
         progress.update(task, advance=1)
     entries.sort(key=lambda s: s["name"])
