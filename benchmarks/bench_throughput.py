@@ -369,10 +369,9 @@ def code_fingerprint() -> str:
 def child_main(spec: dict[str, Any]) -> None:
     """Time imports, Ray start, ``run_build`` and shutdown; print one result line."""
     entered = time.time()
-    import ray
     from pipelines.build.config import BuildConfig
     from pipelines.build.run import run_build
-    from pipelines.runtime import init_ray
+    from pipelines.runtime import init_ray, shutdown_ray
 
     imported = time.time()
     cpu = TreeCpu()
@@ -384,7 +383,7 @@ def child_main(spec: dict[str, Any]) -> None:
     result = run_build(cfg, Console(quiet=True))
     built = time.time()
     cpu_s = cpu.stop()
-    ray.shutdown()
+    shutdown_ray()
     ok = [s for s in result.states if s.ok]
     line = {
         "startup_s": imported - spec["launched"], "ray_start_s": ray_started - imported,

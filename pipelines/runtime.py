@@ -1,6 +1,7 @@
 """What every Ray job of this package shares: starting Ray, shipping code, the error contract.
 
-The build and batch inference both connect with :func:`init_ray`, record an error a
+The build and batch inference both connect with :func:`init_ray` (and end with
+:func:`shutdown_ray`), record an error a
 stage raised on purpose as one readable line (:func:`describe_error`), and tell a full
 disk (a problem of the machine: stop, a rerun resumes) from a bad input (recorded on the
 clip or job: go on) with :func:`is_disk_full`. :func:`by_value` sends a function's code
@@ -46,6 +47,22 @@ def init_ray(address: str | None) -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and _below_error not in handler.filters:
             handler.addFilter(_below_error)
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, about a second sooner when this process started the Ray.
+
+    Ray (2.60) stops the GCS before the autoscaler's monitor process, whose SIGTERM handler
+    then waits on the stopped GCS until Ray kills it one second later. Killing the monitor
+    first (Ray's own ``Node.kill_monitor``, as Ray would a second later) leaves nothing to
+    wait for. Connected to a running cluster, this process owns no processes: nothing is
+    killed and Ray only disconnects. Calling it explicitly also skips the half second the
+    exit hook sleeps for log lines that the build does not forward (``log_to_driver=False``).
+    """
+    node = getattr(ray._private.worker, "_global_node", None)  # connected only: a node without processes
+    if node is not None and hasattr(node, "kill_monitor"):
+        node.kill_monitor(check_alive=False)
+    ray.shutdown()
 
 
 class _ByValue:

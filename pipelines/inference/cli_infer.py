@@ -45,6 +45,7 @@ def infer(
     from pipelines.inference.batch import TINY_WARNING, InferSettings, InferSetupError, run_infer
     from pipelines.inference.jobs import JobTableError, read_jobs
     from pipelines.inference.report import throughput_table
+    from pipelines.runtime import shutdown_ray
 
     try:
         missing = missing_ffmpeg()
@@ -68,6 +69,8 @@ def infer(
         message = str(exc.cause).splitlines()[0] if hasattr(exc, "cause") else str(exc)
         console.print(f"[bold red]error:[/] {message}")
         raise typer.Exit(EXIT_USAGE) from exc
+    finally:
+        shutdown_ray()
     console.print(throughput_table(result))
     for row in result.rows:
         if row["error"]:
