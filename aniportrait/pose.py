@@ -7,13 +7,20 @@ last column of the 4x4 pose matrix (cm).
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+
+def _rotation():  # -> scipy.spatial.transform.Rotation
+    """scipy's ``Rotation``, imported on first use: ``scipy.spatial`` takes 0.15 s to import,
+    which the build driver (it imports this module through the stages) never needs."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
 
 
 def matrix_to_pose6d(mat: np.ndarray) -> np.ndarray:
     """6D pose (..., 6) of 4x4 pose matrices (..., 4, 4)."""
     mat = np.asarray(mat, dtype=np.float64)
-    euler = Rotation.from_matrix(mat[..., :3, :3]).as_euler("xyz", degrees=True)
+    euler = _rotation().from_matrix(mat[..., :3, :3]).as_euler("xyz", degrees=True)
     return np.concatenate([euler, mat[..., :3, 3]], axis=-1)
 
 
@@ -21,7 +28,7 @@ def pose6d_to_matrix(pose: np.ndarray) -> np.ndarray:
     """4x4 pose matrices (..., 4, 4) of 6D poses (..., 6)."""
     pose = np.asarray(pose, dtype=np.float64)
     mat = np.zeros(pose.shape[:-1] + (4, 4))
-    mat[..., :3, :3] = Rotation.from_euler("xyz", pose[..., :3], degrees=True).as_matrix()
+    mat[..., :3, :3] = _rotation().from_euler("xyz", pose[..., :3], degrees=True).as_matrix()
     mat[..., :3, 3] = pose[..., 3:]
     mat[..., 3, 3] = 1.0
     return mat

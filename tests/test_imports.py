@@ -7,6 +7,8 @@ included), so a cycle that only shows at run time in some order is caught too.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,3 +121,16 @@ def test_the_core_imports_no_ray_pipelines_or_models() -> None:
         if bad:
             offenders[name] = bad
     assert offenders == {}
+
+
+#: Libraries the build driver never calls, only its workers: importing them at start-up cost
+#: the command line 1.5 s (torch through webdataset 0.8, scipy.signal 0.35, scipy.spatial 0.15).
+WORKER_ONLY = ("torch", "webdataset", "mediapipe", "scipy.signal", "scipy.spatial")
+
+
+def test_the_build_command_imports_no_worker_only_library() -> None:
+    code = ("import sys, cli\nfrom pipelines.build.run import run_build\n"
+            f"print(sorted(m for m in {WORKER_ONLY!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
