@@ -1,7 +1,7 @@
 """What every Ray job of this package shares: starting Ray, shipping code, the error contract.
 
 The build and batch inference both connect with :func:`init_ray` (and end with
-:func:`shutdown_ray`), record an error a
+:func:`shutdown_ray`, see :func:`ray_of_this_command`), record an error a
 stage raised on purpose as one readable line (:func:`describe_error`), and tell a full
 disk (a problem of the machine: stop, a rerun resumes) from a bad input (recorded on the
 clip or job: go on) with :func:`is_disk_full`. :func:`by_value` sends a function's code
@@ -10,12 +10,13 @@ to the workers with the object that holds it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
 import logging
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -63,6 +64,18 @@ def shutdown_ray() -> None:
     if node is not None and hasattr(node, "kill_monitor"):
         node.kill_monitor(check_alive=False)
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def ray_of_this_command() -> Iterator[None]:
+    """End with :func:`shutdown_ray` a Ray that was started or connected inside the block;
+    leave alone one that was up before it (a notebook's, a test session's)."""
+    up_before = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not up_before:
+            shutdown_ray()
 
 
 class _ByValue:

@@ -9,20 +9,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: A command's life in short: start a Ray of its own, run a task, end with shutdown_ray;
+#: A command's life in short: start a Ray of its own, run a task, end (ray_of_this_command);
 #: prints the processes Ray started (pid -> command line, start time) and whether Ray is still up.
 _COMMAND = """
 import json, psutil, ray
-from pipelines.runtime import init_ray, shutdown_ray
-init_ray(None)
-ray.get(ray.remote(lambda: 1).remote())
-started = {p.pid: [" ".join(p.cmdline()), p.create_time()] for p in psutil.Process().children(recursive=True)}
-shutdown_ray()
+from pipelines.runtime import init_ray, ray_of_this_command
+with ray_of_this_command():
+    init_ray(None)
+    ray.get(ray.remote(lambda: 1).remote())
+    started = {p.pid: [" ".join(p.cmdline()), p.create_time()] for p in psutil.Process().children(recursive=True)}
 print(json.dumps({"started": started, "initialized": ray.is_initialized()}))
 """
 
 
-def test_shutdown_ray_ends_every_process_the_command_started() -> None:
+def test_a_command_ends_every_process_of_the_ray_it_started() -> None:
     import psutil
 
     done = subprocess.run([sys.executable, "-c", _COMMAND], capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -40,4 +40,15 @@ def test_shutdown_ray_ends_every_process_the_command_started() -> None:
                 alive.append(command)
         except psutil.NoSuchProcess:
             pass
-    assert alive == [], f"still running after shutdown_ray: {alive}"
+    assert alive == [], f"still running after the command: {alive}"
+
+
+def test_a_command_leaves_a_ray_that_was_up_before_it(local_ray: None) -> None:
+    import ray
+
+    from pipelines.runtime import ray_of_this_command
+
+    with ray_of_this_command():
+        assert ray.get(ray.remote(lambda: 2).remote()) == 2
+    assert ray.is_initialized()
+    assert ray.get(ray.remote(lambda: 3).remote()) == 3

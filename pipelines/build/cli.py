@@ -69,7 +69,7 @@ def build(
     from pipelines.build.run import SetupError, run_build
     from pipelines.build.config import BuildConfig
     from pipelines.build.curation import load_curation
-    from pipelines.runtime import shutdown_ray
+    from pipelines.runtime import ray_of_this_command
 
     missing = missing_ffmpeg()
     if missing:
@@ -101,14 +101,13 @@ def build(
             segment=SegmentSettings(min_clip_s=min_clip_s, max_clip_s=max_clip_s, crop=crop)
             if spec.automatic_clips else None,
         )
-        result = run_build(cfg, console)
+        with ray_of_this_command():
+            result = run_build(cfg, console)
     except (SetupError, ValueError) as exc:
         raise fail_setup(str(exc)) from exc
     except OutputError as exc:  # raised in the driver or, as ray's RayTaskError(OutputError), in a worker
         reason = str(getattr(exc, "cause", exc)).splitlines()[0]
         raise fail_setup(f"{reason}\nfinished clips are kept in {work_dir}: run the same command again to resume") from exc
-    finally:
-        shutdown_ray()
     if result.failed:
         console.print(f"[yellow]{result.failed} of {len(result.states)} clips failed[/] "
                       f"(reasons in {out}/manifest.parquet); exit code {EXIT_PARTIAL}")

@@ -45,7 +45,7 @@ def infer(
     from pipelines.inference.batch import TINY_WARNING, InferSettings, InferSetupError, run_infer
     from pipelines.inference.jobs import JobTableError, read_jobs
     from pipelines.inference.report import throughput_table
-    from pipelines.runtime import shutdown_ray
+    from pipelines.runtime import ray_of_this_command
 
     try:
         missing = missing_ffmpeg()
@@ -62,15 +62,14 @@ def infer(
         if tiny_random:
             console.print(f"[bold red]{TINY_WARNING}[/]")
         console.print(f"{len(table)} job(s) from {jobs}")
-        result = run_infer(table, str(out.resolve()), settings, address=address, workers=workers, gpus=gpus,
-                           console=console)
+        with ray_of_this_command():
+            result = run_infer(table, str(out.resolve()), settings, address=address, workers=workers, gpus=gpus,
+                               console=console)
     except (InferSetupError, JobTableError) as exc:
         # from a worker it arrives as Ray's RayTaskError(InferSetupError): its cause's first line
         message = str(exc.cause).splitlines()[0] if hasattr(exc, "cause") else str(exc)
         console.print(f"[bold red]error:[/] {message}")
         raise typer.Exit(EXIT_USAGE) from exc
-    finally:
-        shutdown_ray()
     console.print(throughput_table(result))
     for row in result.rows:
         if row["error"]:
