@@ -20,7 +20,8 @@ What one run prints:
    shared machine then slows both alike (on an idle machine niceness changes nothing).
 2. **ours**: the whole build as a user sees it, at each of ``--workers`` (default 1 and 2),
    into fresh output and work folders, each in a child process (``--child``: imports,
-   ``ray.init``, ``run_build``, ``ray.shutdown``; the parent times the child's whole life).
+   ``ray.init``, ``run_build``, ``shutdown_ray`` as the command does; the parent times the
+   child's whole life).
    It prints clip-seconds per wall-second and the ratio ours / reference (goal >= 0.5x),
    the phases (start-up + imports, Ray start, process, pack, shutdown), the process
    overhead (process seconds minus stage seconds / workers: actor start-up and
@@ -705,9 +706,8 @@ def run_all(args: argparse.Namespace, root: Path, console: Console) -> None:
 
 
 def running_ray_samples(workers: int, root: Path, mirror: str, console: Console) -> list[BuildRun]:
-    """Two sample builds in a row on one running Ray: the Ray start leaves the fixed cost,
-    and the second build finds the pooled workers the first one left (the shard writer's
-    imports done)."""
+    """Two sample builds in a row on one running Ray: the Ray start and shutdown leave the
+    fixed cost; the second build finds the idle workers the first one left."""
     held = RunningRay(workers)
     try:
         runs = []

@@ -114,7 +114,7 @@ def test_byte_sized_shards_stay_under_the_size_which_is_predicted_exactly(tmp_pa
 def test_shard_writer_actors_write_the_bytes_of_a_writer_in_this_process(local_ray: None, tmp_path: Path) -> None:
     import ray
 
-    from pipelines.build.writers import ShardWriters, writer_count
+    from pipelines.build.writers import MAX_WRITERS, ShardWriters, writer_count
 
     work = WorkArea(tmp_path / "work")
     states = [_clip(work, f"c{i}", {"mp4": 2000 + 31 * i, "lmks.npy": 900}) for i in range(5)]
@@ -122,9 +122,11 @@ def test_shard_writer_actors_write_the_bytes_of_a_writer_in_this_process(local_r
     here = _write(plans, tmp_path / "here", work)
     (tmp_path / "actors").mkdir()
     assert writer_count(2, len(states), 2) == 2 and writer_count(4, 3, 1000) == 1 and writer_count(3, 9, None) == 3
+    assert writer_count(64, 10**6, None) == writer_count(64, 10**6, 1000) == MAX_WRITERS
     with ShardWriters(str(tmp_path / "actors"), str(work.root), 2) as writers:
         writers.start()
         actors = list(writers.actors)
+        assert list(writers.write([])) == []
         by_actors = {row["name"]: row for row in writers.write(plan_rows(plans))}
     assert by_actors == here and len(here) == 3
     for name in here:

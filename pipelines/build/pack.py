@@ -17,6 +17,7 @@ release's is not written again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -191,8 +192,18 @@ class WriteShard:
 
     def __init__(self, out_uri: str, work_dir: str) -> None:
         importlib.import_module("webdataset")
-        self.out = OutputDir.from_uri(out_uri)
-        self.work = WorkArea(work_dir)
+        self.out_uri, self.work_dir = out_uri, work_dir
+
+    @functools.cached_property
+    def out(self) -> OutputDir:
+        """The output folder, opened at the first write: an error opening it (no credentials
+        on this node) is then the write's, with its own type, not the writer's start-up's."""
+        return OutputDir.from_uri(self.out_uri)
+
+    @functools.cached_property
+    def work(self) -> WorkArea:
+        """The work area the clips' files are read from."""
+        return WorkArea(self.work_dir)
 
     def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Write the shard of one :func:`plan_rows` row."""

@@ -407,7 +407,7 @@ def _pack(cfg: BuildConfig, out: OutputDir, states: list[ClipState], chain_hash:
     unchanged = [e["name"] for e in entries]
     task = progress.add_task("shards", total=len(todo), note="")
     rows = plan_rows([p for p in plans if p.name in todo])
-    for row in writers.write(rows) if rows else ():
+    for row in writers.write(rows):
         entries.append({**row, **todo[row["name"]]})
         progress.update(task, advance=1)
     entries.sort(key=lambda s: s["name"])
