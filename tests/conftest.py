@@ -77,12 +77,12 @@ def local_ray() -> Iterator[None]:
     processes start their own Ray, as users' commands do."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+    from pipelines.runtime import ray_of_this_command
+
+    with ray_of_this_command():  # stops only a Ray started here
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
 
 
 @pytest.fixture(scope="session")
